@@ -1,0 +1,53 @@
+"""All SQL for plans, accounts and keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.models import Account, ApiKey, Plan
+
+
+async def plan_by_code(session: AsyncSession, code: str) -> Plan | None:
+    return (await session.execute(select(Plan).where(Plan.code == code))).scalar_one_or_none()
+
+
+async def account_by_id(session: AsyncSession, account_id: str) -> Account | None:
+    return await session.get(Account, account_id)
+
+
+async def list_accounts(session: AsyncSession, *, limit: int, offset: int) -> Sequence[Account]:
+    stmt = select(Account).order_by(Account.created_at, Account.id).limit(limit).offset(offset)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def key_by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
+    return (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+
+
+async def key_by_id(session: AsyncSession, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id)
+
+
+async def keys_of_account(session: AsyncSession, account_id: str) -> Sequence[ApiKey]:
+    stmt = select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.created_at)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def revoke_key(session: AsyncSession, key_id: str, when: datetime) -> bool:
+    """Marks the key revoked unless it already is; False when there was nothing to revoke."""
+    stmt = (
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=when)
+        .returning(ApiKey.id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def any_admin_key(session: AsyncSession) -> bool:
+    keys = (await session.execute(select(ApiKey.scopes).where(ApiKey.revoked_at.is_(None)))).scalars()
+    return any("admin" in scopes for scopes in keys)

@@ -1,0 +1,97 @@
+"""Accounts, keys and authentication."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import repository as repo
+from app.accounts.models import SCOPES, Account, ApiKey, Plan
+from app.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
+from app.kit.clock import utcnow
+from app.kit.ids import new_id
+from app.kit.tokens import generate_token, parse_prefix, token_matches
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key, its account and the account's plan, as of this request."""
+
+    key: ApiKey
+    account: Account
+
+    @property
+    def plan(self) -> Plan:
+        return self.account.plan
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.key.scopes
+
+
+async def create_account(session: AsyncSession, *, name: str, plan_code: str = "free") -> Account:
+    plan = await repo.plan_by_code(session, plan_code)
+    if plan is None:
+        raise InvalidRequest(f"Unknown plan '{plan_code}'.", code="unknown_plan", param="plan")
+    account = Account(id=new_id("acct"), name=name, plan_id=plan.id, status="active", created_at=utcnow())
+    account.plan = plan
+    session.add(account)
+    await session.flush()
+    return account
+
+
+async def get_account(session: AsyncSession, account_id: str) -> Account:
+    account = await repo.account_by_id(session, account_id)
+    if account is None:
+        raise NotFound(f"No account '{account_id}'.", param="id")
+    return account
+
+
+async def list_accounts(session: AsyncSession, *, limit: int, offset: int) -> Sequence[Account]:
+    return await repo.list_accounts(session, limit=limit, offset=offset)
+
+
+async def create_key(
+    session: AsyncSession, *, account_id: str, name: str = "", scopes: Iterable[str] = ("generate",)
+) -> tuple[ApiKey, str]:
+    """A new key for the account; the clear token is returned here and never stored."""
+    account = await get_account(session, account_id)
+    scope_list = sorted(set(scopes))
+    unknown = [s for s in scope_list if s not in SCOPES]
+    if unknown or not scope_list:
+        raise InvalidRequest(f"Scopes must be among {', '.join(SCOPES)}.", code="invalid_scope", param="scopes")
+    token = generate_token()
+    key = ApiKey(
+        id=new_id("key"), account_id=account.id, name=name, prefix=token.prefix, key_hash=token.hash,
+        scopes=scope_list, created_at=utcnow(),
+    )
+    session.add(key)
+    await session.flush()
+    return key, token.token
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+    key = await repo.key_by_id(session, key_id)
+    if key is None:
+        raise NotFound(f"No key '{key_id}'.", param="id")
+    await repo.revoke_key(session, key_id, utcnow())
+    await session.refresh(key)
+    return key
+
+
+async def authenticate(session: AsyncSession, token: str | None) -> Principal:
+    """Resolves a bearer token; every failure looks the same to the caller on purpose."""
+    if not token:
+        raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
+    prefix = parse_prefix(token)
+    key = await repo.key_by_prefix(session, prefix) if prefix else None
+    if key is None or not token_matches(token, key.key_hash) or key.revoked_at is not None:
+        raise AuthenticationError("Invalid or revoked API key.")
+    if key.account.status != "active":
+        raise PermissionDenied("This account is suspended.", code="account_suspended")
+    return Principal(key=key, account=key.account)
+
+
+async def list_keys(session: AsyncSession, account_id: str) -> Sequence[ApiKey]:
+    return await repo.keys_of_account(session, account_id)

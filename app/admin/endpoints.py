@@ -1,0 +1,57 @@
+"""Admin routes over accounts and keys (scope ``admin``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.accounts import service as accounts
+from app.accounts.auth import AdminCaller
+from app.accounts.schemas import AccountCreate, AccountList, AccountOut, KeyCreate, KeyCreated, KeyOut
+from app.db import SessionDep
+from app.errors import COMMON_ERROR_RESPONSES, ErrorResponse
+from app.kit.pagination import PageDep
+
+router = APIRouter(prefix="/admin", tags=["admin"], responses=COMMON_ERROR_RESPONSES)
+_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
+
+
+@router.post("/accounts", status_code=201, response_model=AccountOut)
+async def create_account(body: AccountCreate, _: AdminCaller, session: SessionDep) -> AccountOut:
+    """Create a customer account on a plan (default `free`)."""
+    account = await accounts.create_account(session, name=body.name, plan_code=body.plan)
+    return AccountOut.model_validate(account)
+
+
+@router.get("/accounts", response_model=AccountList)
+async def list_accounts(_: AdminCaller, session: SessionDep, page: PageDep) -> AccountList:
+    """Accounts, oldest first."""
+    rows = await accounts.list_accounts(session, limit=page.limit, offset=page.offset)
+    return AccountList(data=[AccountOut.model_validate(a) for a in rows], limit=page.limit, offset=page.offset)
+
+
+@router.get("/accounts/{account_id}", response_model=AccountOut, responses=_404)
+async def get_account(account_id: str, _: AdminCaller, session: SessionDep) -> AccountOut:
+    """One account with its plan."""
+    return AccountOut.model_validate(await accounts.get_account(session, account_id))
+
+
+@router.post("/accounts/{account_id}/keys", status_code=201, response_model=KeyCreated, responses=_404)
+async def create_key(account_id: str, body: KeyCreate, _: AdminCaller, session: SessionDep) -> KeyCreated:
+    """Issue an API key. The secret `key` is in this response only; store it now."""
+    key, token = await accounts.create_key(session, account_id=account_id, name=body.name, scopes=body.scopes)
+    return KeyCreated(**KeyOut.model_validate(key).model_dump(), key=token)
+
+
+@router.get("/accounts/{account_id}/keys", response_model=list[KeyOut], responses=_404)
+async def list_keys(account_id: str, _: AdminCaller, session: SessionDep) -> list[KeyOut]:
+    """The account's keys (prefixes only; secrets are never stored)."""
+    await accounts.get_account(session, account_id)
+    return [KeyOut.model_validate(k) for k in await accounts.list_keys(session, account_id)]
+
+
+@router.delete("/keys/{key_id}", response_model=KeyOut, responses=_404)
+async def revoke_key(key_id: str, _: AdminCaller, session: SessionDep) -> KeyOut:
+    """Revoke a key; its next request is refused with 401."""
+    return KeyOut.model_validate(await accounts.revoke_key(session, key_id))

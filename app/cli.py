@@ -1,0 +1,209 @@
+"""The ``ponyserve`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import Settings, get_settings
+
+cli = typer.Typer(help="ponyserve: a paid text-to-image API for Pony-Diffusion-family models.",
+                  no_args_is_help=True, add_completion=False)
+accounts_cli = typer.Typer(help="Manage customer accounts.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+cli.add_typer(accounts_cli, name="accounts")
+cli.add_typer(keys_cli, name="keys")
+
+log = logging.getLogger("ponyserve.cli")
+
+
+def _emit(obj: object) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _prepare_embedded(settings: Settings) -> None:
+    """Make a bare checkout servable: migrate the SQLite file, write the demo model."""
+    from app.migrate import upgrade_head
+    from app.runtime.demo_model import demo_model_exists, write_demo_model
+
+    if settings.is_sqlite:
+        upgrade_head(settings.database_url)
+    if settings.models_file is None and not demo_model_exists(settings.resolved_demo_model_path):
+        typer.echo(f"Writing the demo model to {settings.resolved_demo_model_path} …", err=True)
+        write_demo_model(settings.resolved_demo_model_path)
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    from app.accounts.bootstrap import ensure_bootstrap_admin
+    from app.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    try:
+        async with db.unit_of_work() as session:
+            return await ensure_bootstrap_admin(session)
+    finally:
+        await db.dispose()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="Port")] = None,
+    embedded_worker: Annotated[bool, typer.Option(help="Run a worker inside the API process")] = True,
+) -> None:
+    """Serve the HTTP API (with an embedded worker unless --no-embedded-worker)."""
+    import uvicorn
+
+    from app.main import create_app
+    from app.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(json=settings.log_json)
+    _prepare_embedded(settings)
+    token = asyncio.run(_bootstrap(settings))
+    if token:
+        typer.echo("=" * 72)
+        typer.echo("Bootstrap admin key (scopes admin, generate, moderator). It is shown ONCE:")
+        typer.echo(f"  {token}")
+        typer.echo("=" * 72, err=False)
+    app = create_app(settings, embedded_worker=embedded_worker)
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
+                timeout_graceful_shutdown=int(settings.drain_timeout_seconds))
+
+
+@cli.command()
+def worker(
+    device: Annotated[str | None, typer.Option(help="One device: cuda:0, cpu, …")] = None,
+    devices: Annotated[str | None, typer.Option(help="Several devices, comma-separated: one child each")] = None,
+) -> None:
+    """Run queue workers against the configured database (usually Postgres)."""
+    from app.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(json=settings.log_json)
+    if devices:
+        from app.worker.supervisor import supervise
+
+        sys.exit(supervise([d.strip() for d in devices.split(",") if d.strip()]))
+    asyncio.run(_run_worker(settings, device or settings.device))
+
+
+async def _run_worker(settings: Settings, device: str) -> None:
+    from app.db import Database
+    from app.queue.notify import JobEvents, PgListener
+    from app.runtime.registry import ModelRegistry
+    from app.storage.local import LocalImageStore
+    from app.worker.worker import QueueWorker
+
+    db = Database(settings.database_url, pool_size=3)
+    events = JobEvents()
+    events.bind(asyncio.get_running_loop())
+    listener = None
+    if db.is_postgres:
+        listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                              events)
+        listener.start()
+    qw = QueueWorker(db, settings, ModelRegistry(settings.model_specs(), device), events,
+                     LocalImageStore(settings.resolved_images_dir), device=device,
+                     max_batch_images=settings.max_batch_images)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, qw.stop)
+    log.info("worker starting", extra={"worker_id": qw.id, "device": device})
+    try:
+        await asyncio.wait_for(qw.run(), timeout=None)
+    finally:
+        if listener is not None:
+            await listener.stop()
+        await db.dispose()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    from app.migrate import upgrade_head
+
+    upgrade_head(get_settings().database_url)
+    typer.echo("database is at the latest migration")
+
+
+@cli.command("demo-model")
+def demo_model(path: Annotated[Path, typer.Argument(help="Folder to write the pipeline into")]) -> None:
+    """Write the tiny random SDXL-architecture demo pipeline (safetensors)."""
+    from app.runtime.demo_model import write_demo_model
+
+    write_demo_model(path)
+    typer.echo(str(path))
+
+
+async def _with_session(fn):  # type: ignore[no-untyped-def]
+    from app.db import Database
+
+    db = Database(get_settings().database_url, pool_size=1)
+    try:
+        async with db.unit_of_work() as session:
+            return await fn(session)
+    finally:
+        await db.dispose()
+
+
+def _fail(exc: Exception) -> None:
+    from app.errors import AppError
+
+    if isinstance(exc, AppError):
+        typer.echo(json.dumps(exc.body()), err=True)
+        raise typer.Exit(2) from None
+    raise exc
+
+
+@accounts_cli.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Option(help="Account name")],
+    plan: Annotated[str, typer.Option(help="Plan code")] = "free",
+) -> None:
+    """Create an account; prints it as JSON."""
+    from app.accounts.schemas import AccountOut
+    from app.accounts.service import create_account
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        return AccountOut.model_validate(await create_account(session, name=name, plan_code=plan))
+
+    try:
+        _emit(asyncio.run(_with_session(run)).model_dump(mode="json"))
+    except Exception as exc:
+        _fail(exc)
+
+
+@keys_cli.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option(help="Account id")],
+    scope: Annotated[list[str] | None, typer.Option(help="generate, admin or moderator (repeatable)")] = None,
+    name: Annotated[str, typer.Option(help="A label for the key")] = "",
+) -> None:
+    """Create an API key; prints it as JSON. The `key` is shown only this once."""
+    from app.accounts.schemas import KeyCreated, KeyOut
+    from app.accounts.service import create_key
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        key, token = await create_key(session, account_id=account, name=name, scopes=scope or ["generate"])
+        return KeyCreated(**KeyOut.model_validate(key).model_dump(), key=token)
+
+    try:
+        _emit(asyncio.run(_with_session(run)).model_dump(mode="json"))
+    except Exception as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

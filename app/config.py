@@ -1,0 +1,175 @@
+"""Settings from the environment (prefix ``PONYSERVE_``) and the TOML models file.
+
+Everything a deployment changes lives here; code elsewhere takes a ``Settings``
+or a ``ModelSpec`` and never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Family = Literal["sdxl"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+DEMO_MODEL_NAME = "demo"
+
+
+class ModelDefaults(BaseModel):
+    """What a request gets for each parameter it leaves out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=20, ge=1)
+    guidance_scale: float = Field(default=5.0, ge=0.0)
+    sampler: str = "Euler a"
+    width: int = Field(default=1024, ge=64)
+    height: int = Field(default=1024, ge=64)
+
+
+class ModelSpec(BaseModel):
+    """One servable model as the models file describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    family: Family = "sdxl"
+    # A diffusers folder (model_index.json inside) or one .safetensors checkpoint.
+    path: Path
+    license: str | None = None
+    description: str = ""
+    defaults: ModelDefaults = Field(default_factory=ModelDefaults)
+    prompt_prefix: str = ""
+    prompt_suffix: str = ""
+    default_negative_prompt: str = ""
+    max_steps: int = Field(default=60, ge=1, le=500)
+    max_width: int = Field(default=2048, ge=64)
+    max_height: int = Field(default=2048, ge=64)
+    min_width: int = Field(default=256, ge=64)
+    min_height: int = Field(default=256, ge=64)
+    dtype: DType = "auto"
+    nsfw_capable: bool = False
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> ModelSpec:
+        d = self.defaults
+        if d.steps > self.max_steps:
+            raise ValueError(f"defaults.steps {d.steps} exceeds max_steps {self.max_steps}")
+        for label, value, lo, hi in (
+            ("width", d.width, self.min_width, self.max_width),
+            ("height", d.height, self.min_height, self.max_height),
+        ):
+            if value % 8 or not lo <= value <= hi:
+                raise ValueError(f"defaults.{label} {value} must be a multiple of 8 within [{lo}, {hi}]")
+        return self
+
+    def revise_prompt(self, prompt: str) -> str:
+        """The prompt the pipeline actually receives: the model's templates around the caller's text."""
+        parts = [p.strip().strip(",").strip() for p in (self.prompt_prefix, prompt, self.prompt_suffix)]
+        return ", ".join(p for p in parts if p)
+
+    def revise_negative_prompt(self, negative_prompt: str | None) -> str:
+        if negative_prompt is None:
+            return self.default_negative_prompt
+        return negative_prompt
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] = Field(min_length=1)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        return models
+
+
+def load_models_file(path: Path) -> list[ModelSpec]:
+    """Parse a models file; relative model paths resolve against the file's folder."""
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh)
+    models = ModelsFile.model_validate(raw).models
+    for spec in models:
+        if not spec.path.is_absolute():
+            spec.path = (path.parent / spec.path).resolve()
+    return models
+
+
+def demo_model_spec(path: Path) -> ModelSpec:
+    """The built-in tiny random model served when no models file is configured."""
+    return ModelSpec(
+        name=DEMO_MODEL_NAME,
+        family="sdxl",
+        path=path,
+        license="demo",
+        description="Tiny randomly initialised SDXL-architecture pipeline (noise-like images, for trying the API).",
+        defaults=ModelDefaults(steps=20, guidance_scale=5.0, sampler="Euler a", width=512, height=512),
+        prompt_prefix="score_9, score_8_up, score_7_up",
+        max_steps=60,
+        max_width=1024,
+        max_height=1024,
+        min_width=64,
+        min_height=64,
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PONYSERVE_", extra="ignore")
+
+    # sqlite+aiosqlite for the embedded default, postgresql+psycopg in production.
+    database_url: str = "sqlite+aiosqlite:///./var/ponyserve.db"
+    data_dir: Path = Path("./var")
+    images_dir: Path | None = None
+    models_file: Path | None = None
+    demo_model_path: Path | None = None
+    device: str = "cpu"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Longest a synchronous request (or Prefer: wait) holds its connection open.
+    max_wait_seconds: float = 300.0
+    # A worker that has not renewed its lease for this long is presumed dead.
+    job_lease_seconds: float = 120.0
+    heartbeat_seconds: float = 2.0
+    # /readyz fails when no worker heartbeat is younger than this.
+    worker_stale_seconds: float = 15.0
+    max_body_bytes: int = 64 * 1024
+    max_prompt_chars: int = 4000
+    # Upper bound on queued jobs overall: beyond it the API answers 503, not a growing backlog.
+    max_queue_depth: int = 10_000
+    log_json: bool = True
+    # Images one pipeline call may carry (jobs sharing a batch key are combined up to this).
+    max_batch_images: int = 4
+    # How long shutdown waits for a running batch to finish.
+    drain_timeout_seconds: float = 60.0
+
+    @property
+    def resolved_images_dir(self) -> Path:
+        return self.images_dir or self.data_dir / "images"
+
+    @property
+    def resolved_demo_model_path(self) -> Path:
+        return self.demo_model_path or self.data_dir / "models" / "demo"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def model_specs(self) -> list[ModelSpec]:
+        if self.models_file is not None:
+            return load_models_file(self.models_file)
+        return [demo_model_spec(self.resolved_demo_model_path)]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

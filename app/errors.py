@@ -1,0 +1,187 @@
+"""The application's error tree and the one place that turns errors into HTTP.
+
+Every error leaves the service as
+``{"error": {"type": ..., "code": ..., "message": ..., "param": ...}}`` — the
+OpenAI shape, so partner SDKs surface our messages unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("ponyserve.errors")
+
+
+class ErrorBody(BaseModel):
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class AppError(Exception):
+    status_code: ClassVar[int] = 400
+    type: ClassVar[str] = "invalid_request_error"
+    code: str = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"type": self.type, "code": self.code, "message": self.message, "param": self.param}}
+
+
+class InvalidRequest(AppError):
+    status_code = 400
+
+
+class ContentPolicyViolation(AppError):
+    status_code = 400
+    code = "content_policy_violation"
+
+
+class AuthenticationError(AppError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class QuotaExceeded(AppError):
+    status_code = 402
+    type = "quota_error"
+    code = "quota_exceeded"
+
+
+class PermissionDenied(AppError):
+    status_code = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status_code = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class MalformedBody(AppError):
+    status_code = 422
+    code = "malformed_body"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    type = "rate_limit_error"
+    code = "rate_limited"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+class GenerationFailed(AppError):
+    """A job the worker could not complete; reported on the job, or as 500-free 502 on sync calls."""
+
+    status_code = 502
+    type = "server_error"
+    code = "generation_failed"
+
+
+class Timeout(AppError):
+    status_code = 504
+    type = "server_error"
+    code = "generation_timeout"
+
+
+# Documented on every route that takes a body or a key, so generated clients know the shape.
+COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request (bad field, size, sampler, model…)"},
+    401: {"model": ErrorResponse, "description": "Missing, malformed or revoked API key"},
+    403: {"model": ErrorResponse, "description": "The key lacks the scope, or the account is suspended"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+    422: {"model": ErrorResponse, "description": "Body is not valid JSON"},
+}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request.", None, "invalid_request"
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = ".".join(loc) or None
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return "Request body is not valid JSON.", None, "malformed_json"
+    if kind == "extra_forbidden":
+        return f"Unknown field '{param}'.", param, "unknown_field"
+    if kind == "missing":
+        return f"Missing required field '{param}'.", param, "missing_field"
+    msg = first.get("msg", "Invalid value.")
+    return (f"Invalid value for '{param}': {msg}." if param else f"{msg}."), param, "invalid_value"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param, code = _validation_message(exc)
+        err: AppError
+        if code == "malformed_json":
+            err = MalformedBody(message, code=code)
+        else:
+            err = InvalidRequest(message, code=code, param=param)
+        return JSONResponse(err.body(), status_code=err.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+        type_, code = codes.get(exc.status_code, ("invalid_request_error", "http_error"))
+        body = {"error": {"type": type_, "code": code, "message": str(exc.detail), "param": None}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        body = {"error": {"type": "server_error", "code": "internal_error",
+                          "message": "Internal error; it has been logged.", "param": None}}
+        return JSONResponse(body, status_code=500)

@@ -1,0 +1,165 @@
+"""Public generation routes (scope ``generate``)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.accounts.auth import GenerateCaller, _bearer
+from app.accounts.service import authenticate
+from app.context import ContextDep, base_url
+from app.db import SessionDep
+from app.errors import COMMON_ERROR_RESPONSES, AuthenticationError, ErrorResponse, GenerationFailed, NotFound, Timeout
+from app.generation import service
+from app.generation.schemas import (
+    GenerationRequest,
+    ImagesResponse,
+    JobOut,
+    ModelDefaultsOut,
+    ModelLimitsOut,
+    ModelList,
+    ModelOut,
+)
+from app.queue.models import JobStatus
+from app.runtime.encoding import MEDIA_TYPES
+from app.runtime.samplers import sampler_names
+
+router = APIRouter(tags=["generation"], responses=COMMON_ERROR_RESPONSES)
+
+_STARTED = int(time.time())
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})")
+
+
+@router.post(
+    "/v1/images/generations",
+    response_model=ImagesResponse,
+    responses={502: {"model": ErrorResponse, "description": "The generation failed"},
+               503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"},
+               504: {"model": ErrorResponse, "description": "Not finished within the server's wait limit"}},
+)
+async def create_image(
+    body: GenerationRequest, caller: GenerateCaller, ctx: ContextDep, request: Request
+) -> ImagesResponse:
+    """Generate images synchronously (OpenAI Images API compatible).
+
+    The request is queued like any other and the connection is held until the
+    images are ready. Disconnecting cancels the job, and a cancelled or failed
+    job is not charged.
+    """
+    async with ctx.db.unit_of_work() as session:
+        job = await service.submit(session, caller, body, ctx.catalog, max_queue_depth=ctx.settings.max_queue_depth)
+    ctx.events.work_available()
+    job = await service.wait_until_finished(
+        ctx.db, ctx.events, job.id, ctx.settings.max_wait_seconds, disconnected=request.is_disconnected
+    )
+    if job.status == JobStatus.SUCCEEDED:
+        async with ctx.db.unit_of_work() as session:
+            return await ctx.presenter.images(session, job, base_url(request), body.response_format)
+    if not JobStatus(job.status).is_terminal:
+        async with ctx.db.unit_of_work() as session:
+            await service.cancel(session, caller, job.id)
+        raise Timeout(f"Generation {job.id} did not finish within {ctx.settings.max_wait_seconds:g}s; "
+                      "it was cancelled and not charged.")
+    raise GenerationFailed(job.error_message or f"Generation {job.status}.", code=job.error_code or "generation_failed")
+
+
+@router.post(
+    "/v1/generations",
+    status_code=202,
+    response_model=JobOut,
+    responses={200: {"model": JobOut, "description": "Finished within the Prefer: wait time"},
+               503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"}},
+)
+async def create_generation(
+    body: GenerationRequest,
+    caller: GenerateCaller,
+    ctx: ContextDep,
+    request: Request,
+    prefer: Annotated[str | None, Header(description="'wait=N' holds the request up to N seconds")] = None,
+) -> JSONResponse:
+    """Queue a generation and return the job at once (202).
+
+    With `Prefer: wait=N` the response waits up to N seconds and comes back 200
+    with the finished job if it finishes in time (202 with the job otherwise).
+    """
+    async with ctx.db.unit_of_work() as session:
+        job = await service.submit(session, caller, body, ctx.catalog, max_queue_depth=ctx.settings.max_queue_depth)
+    ctx.events.work_available()
+    headers = {"Location": f"/v1/generations/{job.id}"}
+    match = _PREFER_WAIT.search(prefer or "")
+    if match:
+        wait = min(float(match.group(1)), ctx.settings.max_wait_seconds)
+        job = await service.wait_until_finished(ctx.db, ctx.events, job.id, wait)
+        headers["Preference-Applied"] = f"wait={match.group(1)}"
+    async with ctx.db.unit_of_work() as session:
+        view = await ctx.presenter.job(session, job, base_url(request))
+    status = 200 if JobStatus(job.status).is_terminal else 202
+    return JSONResponse(view.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+@router.get("/v1/generations/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}})
+async def get_generation(job_id: str, caller: GenerateCaller, ctx: ContextDep, session: SessionDep,
+                         request: Request) -> JobOut:
+    """The job's status, progress, outputs (with signed image URLs), usage and error."""
+    job = await service.get_owned_job(session, caller, job_id)
+    return await ctx.presenter.job(session, job, base_url(request))
+
+
+@router.post("/v1/generations/{job_id}/cancel", response_model=JobOut,
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+async def cancel_generation(job_id: str, caller: GenerateCaller, ctx: ContextDep, session: SessionDep,
+                            request: Request) -> JobOut:
+    """Cancel a job: a queued one at once, a running one at its next step. Cancelled jobs are not charged."""
+    job = await service.cancel(session, caller, job_id)
+    ctx.events.job_changed(job_id)
+    return await ctx.presenter.job(session, job, base_url(request))
+
+
+@router.get(
+    "/v1/images/{image_id}",
+    response_class=Response,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "The image bytes"},
+               404: {"model": ErrorResponse}},
+)
+async def get_image(
+    image_id: str,
+    ctx: ContextDep,
+    session: SessionDep,
+    request: Request,
+    expires: Annotated[int | None, Query(description="From a signed URL")] = None,
+    sig: Annotated[str | None, Query(max_length=128, description="From a signed URL")] = None,
+) -> Response:
+    """Image bytes: with the owner's key, or through the signed URL a generation response gave."""
+    if expires is not None and sig is not None:
+        if not ctx.presenter.signer.verify(image_id, expires, sig):
+            raise AuthenticationError("The image link is invalid or has expired.", code="invalid_signature")
+        output = await service.image_by_id(session, image_id)
+    else:
+        bearer = await _bearer(request)
+        caller = await authenticate(session, bearer.credentials if bearer else None)
+        output = await service.image_for_owner(session, caller, image_id)
+    if not ctx.store.exists(output.storage_key):
+        raise NotFound(f"Image '{image_id}' is no longer stored.", param="id")
+    data = ctx.store.get(output.storage_key)
+    return Response(data, media_type=MEDIA_TYPES[output.format],
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(_: GenerateCaller, ctx: ContextDep) -> ModelList:
+    """Models this key may use, with their defaults, limits, samplers and licence (OpenAI models-list shape)."""
+    samplers = sampler_names()
+    return ModelList(data=[
+        ModelOut(
+            id=spec.name, created=_STARTED, family=spec.family, description=spec.description, license=spec.license,
+            defaults=ModelDefaultsOut(**spec.defaults.model_dump()),
+            limits=ModelLimitsOut(min_width=spec.min_width, max_width=spec.max_width, min_height=spec.min_height,
+                                  max_height=spec.max_height, max_steps=spec.max_steps),
+            samplers=samplers, prompt_prefix=spec.prompt_prefix, prompt_suffix=spec.prompt_suffix,
+        )
+        for spec in ctx.catalog.specs()
+    ])

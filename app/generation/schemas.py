@@ -1,0 +1,162 @@
+"""Bodies of the generation endpoints: OpenAI Images-compatible, plus ponyserve's extensions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+OutputFormat = Literal["png", "jpeg", "webp"]
+MAX_SEED = 2**32 - 1
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"prompt": "a pony in a meadow, watercolor", "size": "512x512",
+                                         "response_format": "b64_json", "seed": 42}]},
+    )
+
+    prompt: str = Field(min_length=1, max_length=4000, description="What to draw.")
+    model: str | None = Field(default=None, max_length=64, description="Model name; the default model if omitted.")
+    n: int = Field(default=1, ge=1, le=8, description="Number of images (seeds seed, seed+1, …).")
+    size: str | None = Field(
+        default=None, pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$",
+        description="'WIDTHxHEIGHT' (multiples of 8) or 'auto' for the model's default.",
+    )
+    response_format: Literal["url", "b64_json"] = Field(
+        default="url", description="'url': a signed link valid for an hour; 'b64_json': the bytes inline."
+    )
+    user: str | None = Field(default=None, max_length=200, description="Your end-user id, kept with the job.")
+    quality: str | None = Field(default=None, max_length=32,
+                                description="Accepted for OpenAI-client compatibility; does not change the result.")
+    style: str | None = Field(default=None, max_length=32,
+                              description="Accepted for OpenAI-client compatibility; does not change the result.")
+    negative_prompt: str | None = Field(default=None, max_length=4000,
+                                        description="What to avoid; the model's default negative prompt if omitted.")
+    width: int | None = Field(default=None, ge=64, le=8192, description="Overrides size; a multiple of 8.")
+    height: int | None = Field(default=None, ge=64, le=8192, description="Overrides size; a multiple of 8.")
+    steps: int | None = Field(default=None, ge=1, le=500, description="Denoising steps.")
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0, description="Classifier-free guidance (CFG).")
+    sampler: str | None = Field(default=None, max_length=40, description="A1111 sampler name, e.g. 'Euler a'.")
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random if omitted; echoed per image.")
+    output_format: OutputFormat = Field(default="png", description="Image encoding.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
+class UsageBlock(BaseModel):
+    images: int = Field(description="Images charged for this request.")
+    megapixel_steps: float = Field(description="Sum over images of width×height/10⁶ × steps.")
+    gpu_seconds: float | None = Field(default=None, description="Accelerator time spent, when finished.")
+
+
+class ImageData(BaseModel):
+    """One image in the OpenAI Images response shape."""
+
+    id: str
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str
+    seed: int
+
+
+class ImagesResponse(BaseModel):
+    id: str
+    created: int
+    model: str
+    data: list[ImageData]
+    usage: UsageBlock
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class OutputOut(BaseModel):
+    id: str
+    url: str
+    seed: int
+    width: int
+    height: int
+    format: OutputFormat
+    revised_prompt: str
+
+
+class JobParameters(BaseModel):
+    prompt: str
+    negative_prompt: str
+    revised_prompt: str
+    revised_negative_prompt: str
+    model: str
+    n: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    sampler: str
+    seed: int
+    output_format: OutputFormat
+
+
+class JobOut(BaseModel):
+    id: str
+    object: Literal["generation"] = "generation"
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queue_position: int | None = Field(description="Jobs ahead of this one while queued, else null.")
+    progress: Progress
+    parameters: JobParameters
+    outputs: list[OutputOut]
+    usage: UsageBlock
+    error: JobError | None
+
+
+class ModelDefaultsOut(BaseModel):
+    steps: int
+    guidance_scale: float
+    sampler: str
+    width: int
+    height: int
+
+
+class ModelLimitsOut(BaseModel):
+    min_width: int
+    max_width: int
+    min_height: int
+    max_height: int
+    max_steps: int
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ponyserve"
+    family: str
+    description: str
+    license: str | None
+    defaults: ModelDefaultsOut
+    limits: ModelLimitsOut
+    samplers: list[str]
+    prompt_prefix: str
+    prompt_suffix: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]

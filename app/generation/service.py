@@ -1,0 +1,237 @@
+"""Generation orchestration on the API side: validate, enqueue, wait, present.
+
+Validation happens before anything is written (like diffusers' ``check_inputs``),
+so a bad request leaves no row behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.service import Principal
+from app.config import ModelSpec
+from app.db import Database
+from app.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
+from app.generation.catalog import ModelCatalog
+from app.generation.schemas import (
+    GenerationRequest,
+    ImageData,
+    ImagesResponse,
+    JobError,
+    JobOut,
+    JobParameters,
+    OutputOut,
+    Progress,
+    UsageBlock,
+)
+from app.kit.clock import utcnow
+from app.kit.ids import new_id
+from app.metering.service import megapixel_steps
+from app.queue import repository as queue
+from app.queue.models import Job, JobOutput, JobStatus
+from app.queue.notify import JobEvents, publish_job_changed, publish_work
+from app.runtime.samplers import resolve_sampler, sampler_names
+from app.storage.local import LocalImageStore
+from app.storage.signing import UrlSigner
+
+
+def _resolve_size(req: GenerationRequest, spec: ModelSpec) -> tuple[int, int]:
+    width, height = spec.defaults.width, spec.defaults.height
+    if req.size and req.size != "auto":
+        w, _, h = req.size.partition("x")
+        width, height = int(w), int(h)
+    width = req.width if req.width is not None else width
+    height = req.height if req.height is not None else height
+    for label, value, lo, hi in (
+        ("width", width, spec.min_width, spec.max_width),
+        ("height", height, spec.min_height, spec.max_height),
+    ):
+        param = label if getattr(req, label) is not None else ("size" if req.size else label)
+        if value % 8:
+            raise InvalidRequest(f"{label} {value} is not a multiple of 8.", code="invalid_size", param=param)
+        if not lo <= value <= hi:
+            raise InvalidRequest(
+                f"{label} {value} is outside model '{spec.name}' limits [{lo}, {hi}].", code="invalid_size",
+                param=param,
+            )
+    return width, height
+
+
+def _check_plan(principal: Principal, *, width: int, height: int, steps: int, n: int) -> None:
+    plan = principal.plan
+    for label, value, limit in (
+        ("width", width, plan.max_width), ("height", height, plan.max_height),
+        ("steps", steps, plan.max_steps), ("n", n, plan.max_n),
+    ):
+        if value > limit:
+            raise PermissionDenied(
+                f"{label} {value} exceeds your plan's limit of {limit} ('{plan.code}').",
+                code="plan_limit_exceeded", param=label,
+            )
+
+
+def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec) -> Job:
+    """The job a valid request becomes; raises on the first invalid parameter."""
+    width, height = _resolve_size(req, spec)
+    steps = req.steps if req.steps is not None else spec.defaults.steps
+    if steps > spec.max_steps:
+        raise InvalidRequest(f"steps {steps} exceeds model '{spec.name}' maximum of {spec.max_steps}.",
+                             code="invalid_steps", param="steps")
+    try:
+        sampler = resolve_sampler(req.sampler or spec.defaults.sampler)
+    except KeyError:
+        raise InvalidRequest(
+            f"Unknown sampler '{req.sampler}'. Accepted: {', '.join(sampler_names())}.", code="invalid_sampler",
+            param="sampler",
+        ) from None
+    _check_plan(principal, width=width, height=height, steps=steps, n=req.n)
+    guidance = req.guidance_scale if req.guidance_scale is not None else spec.defaults.guidance_scale
+    # Seeds of a job are seed, seed+1, … (A1111's convention); keep the last one in range.
+    seed = req.seed if req.seed is not None else secrets.randbelow(2**32 - req.n)
+    if seed + req.n - 1 > 2**32 - 1:
+        raise InvalidRequest("seed + n - 1 must stay below 2^32.", code="invalid_seed", param="seed")
+    negative = req.negative_prompt or ""
+    return Job(
+        id=new_id("gen"), account_id=principal.account.id, api_key_id=principal.key.id,
+        status=JobStatus.QUEUED, priority=principal.plan.priority, model=spec.name, license=spec.license,
+        prompt=req.prompt, negative_prompt=negative, revised_prompt=spec.revise_prompt(req.prompt),
+        revised_negative_prompt=spec.revise_negative_prompt(req.negative_prompt), width=width, height=height,
+        steps=steps, guidance_scale=guidance, sampler=sampler, seed=seed, n=req.n,
+        output_format=req.output_format, request_user=req.user,
+        batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}",
+        attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
+    )
+
+
+async def submit(
+    session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *,
+    max_queue_depth: int,
+) -> Job:
+    """Validates and enqueues in the caller's transaction; workers are woken when it commits."""
+    spec = catalog.get(req.model)
+    job = build_job(principal, req, spec)
+    depth = (await queue.count_by_status(session, [JobStatus.QUEUED]))[JobStatus.QUEUED]
+    if depth >= max_queue_depth:
+        raise ServiceUnavailable("The queue is full; retry shortly.", code="queue_full",
+                                 headers={"Retry-After": "5"})
+    await queue.insert_job(session, job)
+    await publish_work(session, job.model)
+    return job
+
+
+async def get_owned_job(session: AsyncSession, principal: Principal, job_id: str) -> Job:
+    job = await queue.get_job(session, job_id)
+    # Someone else's job is reported absent, not forbidden: ids must not leak existence.
+    if job is None or job.account_id != principal.account.id:
+        raise NotFound(f"No generation '{job_id}'.", param="id")
+    return job
+
+
+async def cancel(session: AsyncSession, principal: Principal, job_id: str) -> Job:
+    job = await get_owned_job(session, principal, job_id)
+    if JobStatus(job.status).is_terminal:
+        raise Conflict(f"Generation '{job_id}' has already {job.status}.", code="job_finished")
+    if not await queue.cancel_queued(session, job_id, utcnow()):
+        await queue.request_cancel(session, job_id)
+    await publish_job_changed(session, job_id)
+    refreshed = await queue.get_job(session, job_id)
+    assert refreshed is not None
+    return refreshed
+
+
+async def wait_until_finished(
+    db: Database, events: JobEvents, job_id: str, timeout: float,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+) -> Job:
+    """Waits for the job to end (or the timeout); re-reads the row after every wake-up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with db.unit_of_work() as session:
+            job = await queue.get_job(session, job_id)
+        assert job is not None
+        remaining = deadline - loop.time()
+        if JobStatus(job.status).is_terminal or remaining <= 0:
+            return job
+        if disconnected is not None and await disconnected():
+            async with db.unit_of_work() as session:
+                if not await queue.cancel_queued(session, job_id, utcnow()):
+                    await queue.request_cancel(session, job_id)
+                await publish_job_changed(session, job_id)
+            events.job_changed(job_id)
+            disconnected = None
+        # Bounded sleeps: a wake-up lost across processes costs at most a second.
+        await events.wait_job(job_id, min(remaining, 1.0))
+
+
+def _usage(job: Job, outputs: Sequence[JobOutput]) -> UsageBlock:
+    charged = len(outputs) if job.status == JobStatus.SUCCEEDED else 0
+    return UsageBlock(images=charged, megapixel_steps=megapixel_steps(job.width, job.height, job.steps) * charged,
+                      gpu_seconds=job.gpu_seconds)
+
+
+class Presenter:
+    """Turns rows into response bodies; knows the public base URL and signs image links."""
+
+    def __init__(self, signer: UrlSigner, store: LocalImageStore) -> None:
+        self.signer = signer
+        self.store = store
+
+    def image_url(self, base_url: str, image_id: str) -> str:
+        return f"{base_url.rstrip('/')}/v1/images/{image_id}?{self.signer.query(image_id)}"
+
+    async def job(self, session: AsyncSession, job: Job, base_url: str) -> JobOut:
+        outputs = await queue.outputs_of(session, job.id) if job.status == JobStatus.SUCCEEDED else []
+        position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
+        return JobOut(
+            id=job.id, status=job.status,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            queue_position=position, progress=Progress(step=job.progress_step, total=job.steps),
+            parameters=JobParameters(
+                prompt=job.prompt, negative_prompt=job.negative_prompt, revised_prompt=job.revised_prompt,
+                revised_negative_prompt=job.revised_negative_prompt, model=job.model, n=job.n, width=job.width,
+                height=job.height, steps=job.steps, guidance_scale=job.guidance_scale, sampler=job.sampler,
+                seed=job.seed, output_format=job.output_format,
+            ),
+            outputs=[
+                OutputOut(id=o.id, url=self.image_url(base_url, o.id), seed=o.seed, width=o.width,
+                          height=o.height, format=o.format, revised_prompt=job.revised_prompt)
+                for o in outputs
+            ],
+            usage=_usage(job, outputs),
+            error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+        )
+
+    async def images(
+        self, session: AsyncSession, job: Job, base_url: str, response_format: str
+    ) -> ImagesResponse:
+        outputs = await queue.outputs_of(session, job.id)
+        data = []
+        for out in outputs:
+            item = ImageData(id=out.id, revised_prompt=job.revised_prompt, seed=out.seed)
+            if response_format == "b64_json":
+                item.b64_json = base64.b64encode(await asyncio.to_thread(self.store.get, out.storage_key)).decode()
+            else:
+                item.url = self.image_url(base_url, out.id)
+            data.append(item)
+        return ImagesResponse(id=job.id, created=int(job.created_at.timestamp()), model=job.model, data=data,
+                              usage=_usage(job, outputs))
+
+
+async def image_for_owner(session: AsyncSession, principal: Principal, image_id: str) -> JobOutput:
+    found = await queue.get_output(session, image_id)
+    if found is None or found[1].account_id != principal.account.id:
+        raise NotFound(f"No image '{image_id}'.", param="id")
+    return found[0]
+
+
+async def image_by_id(session: AsyncSession, image_id: str) -> JobOutput:
+    found = await queue.get_output(session, image_id)
+    if found is None:
+        raise NotFound(f"No image '{image_id}'.", param="id")
+    return found[0]

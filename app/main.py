@@ -1,0 +1,88 @@
+"""create_app(): routers, middleware, error handlers, and the lifespan that wires it all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.admin.endpoints import router as admin_router
+from app.config import Settings, get_settings
+from app.context import AppContext
+from app.db import Database
+from app.errors import install_error_handlers
+from app.generation.catalog import ModelCatalog
+from app.generation.endpoints import router as generation_router
+from app.generation.service import Presenter
+from app.observability.endpoints import router as ops_router
+from app.observability.fleet import FLEET
+from app.observability.middleware import RequestMiddleware
+from app.queue.notify import JobEvents, PgListener
+from app.storage.local import LocalImageStore
+from app.storage.signing import UrlSigner, load_or_create_secret
+
+log = logging.getLogger("ponyserve.app")
+
+DESCRIPTION = """
+Text-to-image generation from Pony-Diffusion-family models, metered per image.
+
+Authenticate with `Authorization: Bearer <key>`. Errors always have the shape
+`{"error": {"type", "code", "message", "param"}}`.
+"""
+
+
+def create_app(settings: Settings | None = None, *, embedded_worker: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        events = JobEvents()
+        events.bind(asyncio.get_running_loop())
+        async with db.unit_of_work() as session:
+            secret = await load_or_create_secret(session)
+        store = LocalImageStore(settings.resolved_images_dir)
+        catalog = ModelCatalog(settings.model_specs())
+        app.state.db = db
+        app.state.ctx = AppContext(settings=settings, db=db, catalog=catalog, events=events, store=store,
+                                   presenter=Presenter(UrlSigner(secret), store), fleet=FLEET)
+        listener = None
+        if db.is_postgres:
+            listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                                  events)
+            listener.start()
+        worker_task = worker = None
+        if embedded_worker:
+            from app.runtime.registry import ModelRegistry
+            from app.worker.worker import QueueWorker
+
+            worker = QueueWorker(db, settings, ModelRegistry(catalog.specs(), settings.device), events, store,
+                                 device=settings.device, max_batch_images=settings.max_batch_images)
+            worker_task = asyncio.create_task(worker.run(), name="embedded-worker")
+        try:
+            yield
+        finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(worker_task, timeout=settings.drain_timeout_seconds)
+            if listener is not None:
+                await listener.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="ponyserve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(generation_router)
+    app.include_router(admin_router)
+    app.include_router(ops_router)
+    return app

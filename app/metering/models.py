@@ -1,0 +1,36 @@
+"""The append-only usage ledger: one row per delivered image."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+from app.kit.clock import utcnow
+
+
+class UsageEntry(Base):
+    __tablename__ = "usage_ledger"
+    __table_args__ = (
+        Index("ix_usage_ledger_account_created", "account_id", "created_at"),
+        Index("ix_usage_ledger_key_created", "api_key_id", "created_at"),
+        Index("ix_usage_ledger_job_id", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("job_outputs.id"), unique=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    model: Mapped[str] = mapped_column(String(64))
+    license: Mapped[str | None] = mapped_column(String(64))
+    images: Mapped[int] = mapped_column(Integer, default=1)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    megapixel_steps: Mapped[float] = mapped_column(Float)
+    gpu_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

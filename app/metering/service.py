@@ -1,0 +1,27 @@
+"""What a delivered image costs, as recorded in the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from app.metering.models import UsageEntry
+from app.queue.models import Job, JobOutput
+
+
+def megapixel_steps(width: int, height: int, steps: int) -> float:
+    return round(width * height / 1_000_000 * steps, 6)
+
+
+def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, now: datetime) -> list[UsageEntry]:
+    """One row per image, GPU time shared evenly among the job's images."""
+    per_image = gpu_seconds / max(len(outputs), 1)
+    return [
+        UsageEntry(
+            job_id=job.id, image_id=out.id, api_key_id=job.api_key_id, account_id=job.account_id,
+            model=job.model, license=job.license, images=1, width=out.width, height=out.height,
+            steps=job.steps, megapixel_steps=megapixel_steps(out.width, out.height, job.steps),
+            gpu_seconds=round(per_image, 6), created_at=now,
+        )
+        for out in outputs
+    ]

@@ -1,0 +1,264 @@
+"""Prompt normalisation: the canonical views every moderation rule matches against.
+
+A prompt is folded once (Unicode NFKC, case folding, diacritics and zero-width
+characters stripped, look-alike letters mapped to Latin, punctuation and the
+AUTOMATIC1111 prompt syntax turned into token boundaries) and then exposed as
+several space-separated token strings. Rules never see the raw text, so an
+obfuscation handled here is handled for every rule at once.
+
+Views (all lower-case ASCII where the input was Latin-like, tokens joined by one space):
+
+``spaced``
+    ``_ - . '`` split words: ``kid_goat`` -> ``kid goat``, ``<lora:loli_v2:0.8>`` -> ``lora loli v2 0 8``.
+``joined``
+    ``_ - . '`` glue words and runs of single characters are glued too:
+    ``l.o.l.i``, ``lo-li``, ``l o l i`` -> ``loli``.
+``skeleton_spaced`` / ``skeleton_joined``
+    the same with leetspeak folded to a skeleton alphabet (``0``->``o``, ``1`` and ``l``->``i``,
+    ``3``->``e``, ``4`` and ``@``->``a``, ``5`` and ``$``->``s``, ``7``->``t``, ``8``->``b``, ``9``->``g``).
+    ``l`` and ``i`` share a letter because ``1`` stands for either. Terms are folded the same way
+    before they are compared, so ``loli`` and ``l0l1`` meet at ``ioii``.
+``runs``
+    the skeletons of glued single-character runs, for matching inside them (``a l o l i``).
+``ages``
+    a digit-preserving view for age detection: numbers are never leet-folded, ``15yo`` is split
+    into ``15 yo``, spaced digits are glued (``1 5 yo`` -> ``15 yo``) and decimals such as the
+    weight in ``(girl:1.5)`` become ``#`` so they can never read as an age. Empty when the text
+    has no digit.
+
+Everything here is ``str.translate``/``str.split`` plus loops over tokens: linear time,
+no regular expressions.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from string import ascii_lowercase, digits
+
+__all__ = ["NormalizedText", "fold", "normalize"]
+
+# Characters that glue a word together in one view and split it in the other.
+JOINERS = "_-.'"
+# Leet symbols that stay inside tokens (``$hota``, ``sh0t@``); a leading ``@`` is a mention and is dropped.
+_WORD_SYMBOLS = "@$"
+
+# Look-alike letters that survive NFKC + case folding + diacritic stripping, mapped to the Latin
+# letter a reader sees. Keys are lower-case because folding runs first.
+_HOMOGLYPHS: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "в": "b", "г": "r", "е": "e", "и": "u", "к": "k", "м": "m", "н": "h",
+    "о": "o", "п": "n", "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ш": "w", "щ": "w",
+    "ъ": "b", "ь": "b", "і": "i", "ј": "j", "ѕ": "s", "һ": "h", "ԁ": "d", "ӏ": "l", "ԛ": "q",
+    "ԝ": "w", "ѵ": "v", "ү": "y", "ұ": "y", "ҳ": "x", "ҫ": "c", "ғ": "f", "ɵ": "o", "ө": "o",
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "ϵ": "e", "ζ": "z", "η": "n", "θ": "o",
+    "ι": "i", "κ": "k", "μ": "u", "ν": "v", "ο": "o", "π": "n", "ρ": "p", "σ": "o", "ς": "s",
+    "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j",
+    # Armenian
+    "օ": "o", "ս": "u", "հ": "h", "ո": "n", "ց": "g", "զ": "q", "ռ": "n",
+    # Latin letters without a decomposition, small capitals and IPA look-alikes
+    "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ı": "i", "ȷ": "j", "æ": "ae", "œ": "oe", "þ": "th",
+    "ð": "d", "ŋ": "n", "ĸ": "k", "ɑ": "a", "ɡ": "g", "ɩ": "i", "ɪ": "i", "ʟ": "l", "ɫ": "l",
+    "ƚ": "l", "ɭ": "l", "ᴏ": "o", "ꜱ": "s", "ʜ": "h", "ᴛ": "t", "ᴀ": "a", "ʙ": "b", "ᴄ": "c",
+    "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ᴊ": "j", "ᴋ": "k", "ᴍ": "m", "ɴ": "n", "ᴘ": "p", "ʀ": "r",
+    "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ƒ": "f", "ɾ": "r", "ʂ": "s", "ɛ": "e",
+    "ɔ": "c",
+    # Punctuation that means "join" in the ASCII world
+    "\u2018": "'", "\u2019": "'", "\u02bc": "'", "\u00b4": "'", "`": "'",
+    "\u00b7": ".", "\u2022": ".", "\u2027": ".", "\u2219": ".", "\u30fb": ".", "\u2e31": ".",
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
+    "\u2212": "-", "\u2043": "-", "\ufe58": "-",
+}
+# Letter-like symbols with no compatibility decomposition: regional indicators and the negative
+# circled / negative squared Latin capitals (🇱 🅛 🅻).
+for _first in (0x1F1E6, 0x1F150, 0x1F170):
+    for _offset, _letter in enumerate(ascii_lowercase):
+        _HOMOGLYPHS[chr(_first + _offset)] = _letter
+
+# Letters that render as nothing (Hangul fillers) and are used to split words invisibly.
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _fold_codepoint(cp: int) -> str | None:
+    ch = chr(cp)
+    mapped = _HOMOGLYPHS.get(ch)
+    if mapped is not None:
+        return mapped
+    if ch in _INVISIBLE_LETTERS:
+        return None
+    category = unicodedata.category(ch)
+    if category in ("Mn", "Me", "Cf"):
+        # combining marks (after NFD: diacritics, strike-through, zalgo) and format characters
+        # (zero-width space/joiners, bidi controls, soft hyphen, tag characters)
+        return None
+    if category == "Nd":
+        return str(unicodedata.decimal(ch))
+    if category[0] in "PSZC":
+        return " "
+    return ch
+
+
+class _FoldTable(dict[int, str | None]):
+    """``str.translate`` table that classifies a code point the first time it is seen.
+
+    Filling all of Unicode up front would cost a second at import; the lazy table
+    costs one lookup per distinct character ever seen.
+    """
+
+    def __missing__(self, cp: int) -> str | None:
+        value = _fold_codepoint(cp)
+        self[cp] = value
+        return value
+
+
+_FOLD = _FoldTable()
+for _cp in range(128):
+    _ch = chr(_cp).lower()
+    _FOLD[_cp] = _ch if _ch in ascii_lowercase or _ch in digits or _ch in JOINERS or _ch in _WORD_SYMBOLS else " "
+_FOLD.update({ord(k): v for k, v in _HOMOGLYPHS.items() if ord(k) < 128})
+
+_JOINERS_TO_SPACE = str.maketrans(JOINERS, " " * len(JOINERS))
+_JOINERS_DELETE = str.maketrans("", "", JOINERS)
+_AGE_JOINERS_TO_SPACE = str.maketrans("_-'@$", "     ")
+_SKELETON = str.maketrans("01l34579@$8", "oiieastgasb")
+_DIGITS = tuple(digits)
+
+
+def fold(text: str) -> str:
+    """Unicode-fold ``text``: lower case, no diacritics or invisible characters, Latin look-alikes
+    mapped, punctuation turned into spaces. Keeps ``_ - . ' @ $`` for the views to decide on."""
+    if text.isascii():
+        return text.lower().translate(_FOLD)
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return unicodedata.normalize("NFD", text).translate(_FOLD)
+
+
+def skeleton(view: str) -> str:
+    """Leet-fold an already normalised view (see the module docstring)."""
+    return view.translate(_SKELETON)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedText:
+    """The views of one prompt; see the module docstring. Strings hold tokens joined by one space."""
+
+    spaced: str
+    joined: str
+    skeleton_spaced: str
+    skeleton_joined: str
+    runs: tuple[str, ...]
+    ages: str
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.spaced and not self.joined
+
+
+EMPTY = NormalizedText("", "", "", "", (), "")
+
+
+def normalize(text: str) -> NormalizedText:
+    """Fold ``text`` and build every view the moderation rules match against."""
+    base = fold(text)
+    tokens = base.split()
+    if "BREAK" in text:
+        # A1111's chunk separator; dropping it keeps "little BREAK girl" adjacent.
+        tokens = [t for t in tokens if t != "break"]
+    if "@" in base:
+        tokens = [t.lstrip("@") for t in tokens]
+    base = " ".join(tokens)
+
+    spaced = " ".join(base.translate(_JOINERS_TO_SPACE).split())
+    joined_tokens, runs = _glue_single_characters(base.translate(_JOINERS_DELETE).split())
+    joined = " ".join(joined_tokens)
+    return NormalizedText(
+        spaced=spaced,
+        joined=joined,
+        skeleton_spaced=spaced.translate(_SKELETON),
+        skeleton_joined=joined.translate(_SKELETON),
+        runs=tuple(r.translate(_SKELETON) for r in runs),
+        ages=_age_view(tokens) if any(d in base for d in _DIGITS) else "",
+    )
+
+
+def _glue_single_characters(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """Glue runs of two or more one-character tokens (``l o l i`` -> ``loli``)."""
+    out: list[str] = []
+    runs: list[str] = []
+    run: list[str] = []
+    for token in tokens:
+        if len(token) == 1:
+            run.append(token)
+            continue
+        if run:
+            _flush_run(run, out, runs)
+        out.append(token)
+    if run:
+        _flush_run(run, out, runs)
+    return out, runs
+
+
+def _flush_run(run: list[str], out: list[str], runs: list[str]) -> None:
+    if len(run) >= 2:
+        glued = "".join(run)
+        out.append(glued)
+        runs.append(glued)
+    else:
+        out.append(run[0])
+    run.clear()
+
+
+def _age_view(tokens: list[str]) -> str:
+    pieces: list[str] = []
+    for token in tokens:
+        if token.isalpha() or token.isdigit():
+            pieces.append(token)
+            continue
+        for part in token.translate(_AGE_JOINERS_TO_SPACE).split():
+            if "." in part:
+                if _is_decimal(part):
+                    # a weight or a fraction, never an age: "(girl:1.5)" must not read as 15
+                    pieces.append("#")
+                    continue
+                subparts = part.replace(".", " ").split()
+            else:
+                subparts = [part]
+            for sub in subparts:
+                if sub.isalpha() or sub.isdigit():
+                    pieces.append(sub)
+                else:
+                    pieces.extend(_split_letters_from_digits(sub))
+    return " ".join(_glue_single_digits(pieces))
+
+
+def _is_decimal(part: str) -> bool:
+    whole, dot, fraction = part.partition(".")
+    return bool(dot) and whole.isdigit() and fraction.isdigit()
+
+
+def _split_letters_from_digits(token: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    for i in range(1, len(token)):
+        if token[i].isdigit() != token[i - 1].isdigit():
+            parts.append(token[start:i])
+            start = i
+    parts.append(token[start:])
+    return parts
+
+
+def _glue_single_digits(pieces: list[str]) -> list[str]:
+    out: list[str] = []
+    gluing = False
+    for piece in pieces:
+        if len(piece) == 1 and piece.isdigit():
+            if gluing:
+                out[-1] += piece
+            else:
+                out.append(piece)
+                gluing = True
+        else:
+            out.append(piece)
+            gluing = False
+    return out

@@ -1,0 +1,200 @@
+"""All SQL of the job queue.
+
+Claiming is a two-step, row-locking affair on Postgres (``FOR UPDATE SKIP LOCKED``
+so workers never wait on each other), and every state change is a conditional
+``UPDATE … WHERE status = … RETURNING`` so a stale worker can never overwrite a
+job that has moved on (that guard is what makes "charged at most once" hold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.queue.models import Job, JobOutput, JobStatus, Worker
+
+
+async def insert_job(session: AsyncSession, job: Job) -> None:
+    session.add(job)
+    await session.flush()
+
+
+async def get_job(session: AsyncSession, job_id: str) -> Job | None:
+    return await session.get(Job, job_id, populate_existing=True)
+
+
+async def outputs_of(session: AsyncSession, job_id: str) -> Sequence[JobOutput]:
+    stmt = select(JobOutput).where(JobOutput.job_id == job_id).order_by(JobOutput.index)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def get_output(session: AsyncSession, image_id: str) -> tuple[JobOutput, Job] | None:
+    stmt = select(JobOutput, Job).join(Job, Job.id == JobOutput.job_id).where(JobOutput.id == image_id)
+    row = (await session.execute(stmt)).first()
+    return (row[0], row[1]) if row else None
+
+
+async def queue_position(session: AsyncSession, job: Job) -> int:
+    """How many queued jobs run before this one (0 = next)."""
+    ahead = or_(
+        Job.priority > job.priority,
+        and_(Job.priority == job.priority, Job.created_at < job.created_at),
+        and_(Job.priority == job.priority, Job.created_at == job.created_at, Job.id < job.id),
+    )
+    stmt = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED, ahead)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def count_by_status(session: AsyncSession, statuses: Sequence[str]) -> dict[str, int]:
+    stmt = select(Job.status, func.count()).where(Job.status.in_(statuses)).group_by(Job.status)
+    counts = {s: 0 for s in statuses}
+    counts.update({status: int(n) for status, n in (await session.execute(stmt)).all()})
+    return counts
+
+
+async def claim_batch(
+    session: AsyncSession,
+    *,
+    worker_id: str,
+    models: Sequence[str],
+    max_images: int,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Job]:
+    """Claims the highest-priority queued job this worker can serve and compatible companions.
+
+    Companions share the head's batch key (same model, size, steps, sampler, guidance)
+    and together stay within ``max_images``.
+    """
+    queued = and_(Job.status == JobStatus.QUEUED, Job.model.in_(models))
+    order = (Job.priority.desc(), Job.created_at, Job.id)
+    head = (
+        await session.execute(
+            select(Job.id, Job.batch_key, Job.n).where(queued).order_by(*order).limit(1)
+            .with_for_update(skip_locked=True)
+        )
+    ).first()
+    if head is None:
+        return []
+    chosen, images = [head.id], head.n
+    if images < max_images:
+        companions = await session.execute(
+            select(Job.id, Job.n).where(queued, Job.batch_key == head.batch_key, Job.id != head.id)
+            .order_by(*order).limit(max_images).with_for_update(skip_locked=True)
+        )
+        for job_id, n in companions.all():
+            if images + n <= max_images:
+                chosen.append(job_id)
+                images += n
+    claimed = await session.execute(
+        update(Job)
+        .where(Job.id.in_(chosen), Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, worker_id=worker_id, attempts=Job.attempts + 1,
+                started_at=now, lease_expires_at=lease_until, progress_step=0)
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    jobs = list(claimed.scalars().all())
+    jobs.sort(key=lambda j: chosen.index(j.id))
+    return jobs
+
+
+async def mark_succeeded(
+    session: AsyncSession, *, job_id: str, worker_id: str, now: datetime, gpu_seconds: float
+) -> bool:
+    """Running → succeeded, only if this worker still owns the job."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
+        .values(status=JobStatus.SUCCEEDED, finished_at=now, lease_expires_at=None, gpu_seconds=gpu_seconds,
+                progress_step=Job.steps)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def mark_failed(
+    session: AsyncSession, *, job_id: str, worker_id: str, now: datetime, code: str, message: str,
+    status: JobStatus = JobStatus.FAILED,
+) -> bool:
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
+        .values(status=status, finished_at=now, lease_expires_at=None, error_code=code, error_message=message)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def cancel_queued(session: AsyncSession, job_id: str, now: datetime) -> bool:
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True,
+                error_code="cancelled", error_message="Cancelled by the caller.")
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def request_cancel(session: AsyncSession, job_id: str) -> bool:
+    """Flags a running job; its worker stops at the next step."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(cancel_requested=True)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def cancel_flags(session: AsyncSession, job_ids: Sequence[str]) -> set[str]:
+    stmt = select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
+    return set((await session.execute(stmt)).scalars().all())
+
+
+async def set_progress(session: AsyncSession, job_ids: Sequence[str], step: int) -> None:
+    await session.execute(
+        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING).values(progress_step=step)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def renew_leases(session: AsyncSession, worker_id: str, lease_until: datetime) -> None:
+    await session.execute(
+        update(Job).where(Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
+        .values(lease_expires_at=lease_until).execution_options(synchronize_session=False)
+    )
+
+
+async def requeue_expired(session: AsyncSession, *, now: datetime, max_attempts: int) -> tuple[list[str], list[str]]:
+    """Jobs whose worker vanished: retried while attempts remain, failed after. Returns (retried, failed)."""
+    expired = and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+    retried = await session.execute(
+        update(Job).where(expired, Job.attempts < max_attempts)
+        .values(status=JobStatus.QUEUED, worker_id=None, lease_expires_at=None, progress_step=0)
+        .returning(Job.id).execution_options(synchronize_session=False)
+    )
+    failed = await session.execute(
+        update(Job).where(expired, Job.attempts >= max_attempts)
+        .values(status=JobStatus.FAILED, finished_at=now, lease_expires_at=None, error_code="worker_lost",
+                error_message="The worker running this job stopped responding; it was not charged.")
+        .returning(Job.id).execution_options(synchronize_session=False)
+    )
+    return list(retried.scalars().all()), list(failed.scalars().all())
+
+
+async def upsert_worker(session: AsyncSession, worker: Worker) -> None:
+    await session.merge(worker)
+
+
+async def workers_seen_since(session: AsyncSession, since: datetime) -> Sequence[Worker]:
+    stmt = select(Worker).where(Worker.heartbeat_at >= since, Worker.state != "stopped")
+    return (await session.execute(stmt)).scalars().all()

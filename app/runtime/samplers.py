@@ -1,0 +1,230 @@
+"""AUTOMATIC1111 sampler names and the diffusers schedulers that implement them.
+
+The API process imports this module to validate requests, so it must not
+import torch or diffusers at import time; only ``make_scheduler`` does, lazily.
+
+Mapping notes (diffusers' own A1111 table, checked against diffusers 0.42):
+
+- A1111's "DPM++ SDE" is k-diffusion's second-order *single-step* SDE solver.
+  diffusers offers two stand-ins: ``DPMSolverSDEScheduler`` (a port of it,
+  but it needs the ``torchsde`` package for its Brownian tree) and
+  ``DPMSolverSinglestepScheduler`` with ``algorithm_type="sde-dpmsolver++"``
+  (same family, noise from the per-image generators). We use the latter: no
+  extra dependency, and its noise comes from the seeded generators, so a
+  seed reproduces and a batched image equals the same image run alone.
+- "LMS" is left out: diffusers' ``LMSDiscreteScheduler`` needs scipy, which the
+  service does not otherwise depend on.
+- "DPM fast", "DPM adaptive", "DPM++ 2S a", "Restart" have no diffusers equivalent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+# A model's own scheduler config may enable any of these; each sampler states
+# all of them so that "Euler" on a model shipped with Karras sigmas is still Euler.
+_PLAIN_SIGMAS: Mapping[str, Any] = MappingProxyType(
+    {"use_karras_sigmas": False, "use_exponential_sigmas": False, "use_beta_sigmas": False}
+)
+_KARRAS = MappingProxyType({**_PLAIN_SIGMAS, "use_karras_sigmas": True})
+_EXPONENTIAL = MappingProxyType({**_PLAIN_SIGMAS, "use_exponential_sigmas": True})
+
+
+@dataclass(frozen=True)
+class SamplerDef:
+    """How one A1111 sampler maps onto diffusers."""
+
+    name: str
+    scheduler_class: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+def _dpmpp_multistep(order: int, algorithm: str, sigmas: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **sigmas,
+        "algorithm_type": algorithm,
+        "solver_order": order,
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "euler_at_final": False,
+        "final_sigmas_type": "zero",
+    }
+
+
+def _dpmpp_singlestep_sde(sigmas: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **sigmas,
+        "algorithm_type": "sde-dpmsolver++",
+        "solver_order": 2,
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "final_sigmas_type": "zero",
+    }
+
+
+_DEFS: tuple[SamplerDef, ...] = (
+    SamplerDef(
+        "Euler a",
+        "EulerAncestralDiscreteScheduler",
+        {},
+        ("k_euler_a", "k_euler_ancestral", "euler_a", "euler_ancestral", "euler-a"),
+    ),
+    SamplerDef("Euler", "EulerDiscreteScheduler", {**_PLAIN_SIGMAS, "final_sigmas_type": "zero"}, ("k_euler",)),
+    SamplerDef("Heun", "HeunDiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_heun",)),
+    SamplerDef("DPM2", "KDPM2DiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_dpm_2", "dpm_2")),
+    SamplerDef("DPM2 Karras", "KDPM2DiscreteScheduler", dict(_KARRAS), ("k_dpm_2_ka", "dpm_2_karras")),
+    SamplerDef(
+        "DPM2 a", "KDPM2AncestralDiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_dpm_2_a", "dpm_2_ancestral")
+    ),
+    SamplerDef(
+        "DPM2 a Karras",
+        "KDPM2AncestralDiscreteScheduler",
+        dict(_KARRAS),
+        ("k_dpm_2_a_ka", "dpm_2_ancestral_karras"),
+    ),
+    SamplerDef(
+        "DPM++ 2M",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(2, "dpmsolver++", _PLAIN_SIGMAS),
+        ("k_dpmpp_2m", "dpmpp_2m"),
+    ),
+    SamplerDef(
+        "DPM++ 2M Karras",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(2, "dpmsolver++", _KARRAS),
+        ("k_dpmpp_2m_ka", "dpmpp_2m_karras"),
+    ),
+    SamplerDef(
+        "DPM++ 2M SDE",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(2, "sde-dpmsolver++", _PLAIN_SIGMAS),
+        ("k_dpmpp_2m_sde", "dpmpp_2m_sde"),
+    ),
+    SamplerDef(
+        "DPM++ 2M SDE Karras",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(2, "sde-dpmsolver++", _KARRAS),
+        ("k_dpmpp_2m_sde_ka", "dpmpp_2m_sde_karras"),
+    ),
+    SamplerDef(
+        "DPM++ 2M SDE Exponential",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(2, "sde-dpmsolver++", _EXPONENTIAL),
+        ("k_dpmpp_2m_sde_exp", "dpmpp_2m_sde_exponential"),
+    ),
+    SamplerDef(
+        "DPM++ 3M SDE",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(3, "sde-dpmsolver++", _PLAIN_SIGMAS),
+        ("k_dpmpp_3m_sde", "dpmpp_3m_sde"),
+    ),
+    SamplerDef(
+        "DPM++ 3M SDE Karras",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(3, "sde-dpmsolver++", _KARRAS),
+        ("k_dpmpp_3m_sde_ka", "dpmpp_3m_sde_karras"),
+    ),
+    SamplerDef(
+        "DPM++ 3M SDE Exponential",
+        "DPMSolverMultistepScheduler",
+        _dpmpp_multistep(3, "sde-dpmsolver++", _EXPONENTIAL),
+        ("k_dpmpp_3m_sde_exp", "dpmpp_3m_sde_exponential"),
+    ),
+    SamplerDef(
+        "DPM++ SDE",
+        "DPMSolverSinglestepScheduler",
+        _dpmpp_singlestep_sde(_PLAIN_SIGMAS),
+        ("k_dpmpp_sde", "dpmpp_sde"),
+    ),
+    SamplerDef(
+        "DPM++ SDE Karras",
+        "DPMSolverSinglestepScheduler",
+        _dpmpp_singlestep_sde(_KARRAS),
+        ("k_dpmpp_sde_ka", "dpmpp_sde_karras"),
+    ),
+    # eta=0 (the pipeline's default) is A1111's default DDIM.
+    SamplerDef("DDIM", "DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, ("ddim",)),
+    SamplerDef("PLMS", "PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": False}, ("plms",)),
+    SamplerDef(
+        "UniPC",
+        "UniPCMultistepScheduler",
+        {**_PLAIN_SIGMAS, "solver_order": 2, "predict_x0": True, "solver_type": "bh2"},
+        ("uni_pc", "unipc"),
+    ),
+)
+
+SAMPLERS: Mapping[str, SamplerDef] = MappingProxyType({d.name: d for d in _DEFS})
+
+# A1111 >= 1.9 sends the sigma schedule separately ("scheduler": "Karras");
+# these are the schedules that fold back into one of the names above.
+_SCHEDULE_SUFFIXES: Mapping[str, str] = MappingProxyType({"karras": "Karras", "exponential": "Exponential"})
+_DEFAULT_SCHEDULES = frozenset({"", "automatic", "uniform", "normal", "default"})
+
+
+def _key(name: str) -> str:
+    return re.sub(r"\s+", " ", name.strip()).casefold()
+
+
+_LOOKUP: Mapping[str, str] = MappingProxyType(
+    {
+        **{_key(alias): d.name for d in _DEFS for alias in d.aliases},
+        **{_key(d.name): d.name for d in _DEFS},
+    }
+)
+
+
+def sampler_names() -> list[str]:
+    """Every canonical sampler name this runtime can run."""
+    return list(SAMPLERS)
+
+
+def resolve_sampler(name: str, schedule: str | None = None) -> str:
+    """The canonical name for ``name`` (any case, A1111/ComfyUI aliases accepted).
+
+    ``schedule`` is A1111 1.9's separate "Schedule type": "Karras" or
+    "Exponential" select the matching variant, "Automatic"/"Uniform" (or
+    None) keep ``name`` as it is. Raises ``KeyError`` when nothing matches.
+    """
+    canonical = _LOOKUP.get(_key(name))
+    if canonical is None:
+        raise KeyError(name)
+    if schedule is None or _key(schedule) in _DEFAULT_SCHEDULES:
+        return canonical
+    suffix = _SCHEDULE_SUFFIXES.get(_key(schedule))
+    if suffix is None:
+        raise KeyError(f"{name} with schedule {schedule}")
+    if canonical.endswith(f" {suffix}"):
+        return canonical
+    variant = _LOOKUP.get(_key(f"{canonical} {suffix}"))
+    if variant is None:
+        raise KeyError(f"{name} with schedule {schedule}")
+    return variant
+
+
+def scheduler_config(name: str, base_scheduler_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config for ``name``'s scheduler: the model's own, with the sampler's overrides on top."""
+    sampler = SAMPLERS[resolve_sampler(name)]
+    config = {k: v for k, v in base_scheduler_config.items() if not k.startswith("_")}
+    config.update(sampler.overrides)
+    return config
+
+
+def make_scheduler(name: str, base_scheduler_config: Mapping[str, Any]) -> Any:
+    """A fresh diffusers scheduler for sampler ``name`` built on the model's scheduler config.
+
+    The base config is read, never modified, so one model's config can be
+    shared by every call.
+    """
+    import diffusers
+
+    sampler = SAMPLERS[resolve_sampler(name)]
+    scheduler_class = getattr(diffusers, sampler.scheduler_class)
+    config = scheduler_config(name, base_scheduler_config)
+    # from_config ignores keys the class does not take, so one base config
+    # (SDXL's Euler config) serves every scheduler family.
+    return scheduler_class.from_config(config)

@@ -1,0 +1,284 @@
+"""The queue worker: claim a batch, run it on the runtime, commit outcome and usage together.
+
+One asyncio task drives the loop; the blocking pipeline call runs in a thread and
+image encoding in a small pool, so the event loop (and, in embedded mode, the API
+sharing it) stays responsive, and the accelerator never waits on PNG compression.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from app.config import Settings
+from app.db import Database
+from app.kit.clock import utcnow
+from app.kit.ids import new_id
+from app.metering import repository as ledger
+from app.metering.service import ledger_rows
+from app.observability.metrics import BATCH_IMAGES, IMAGES_GENERATED, JOBS_FINISHED, PIPELINE_SECONDS
+from app.queue import repository as queue
+from app.queue.models import Job, JobOutput, JobStatus, Worker
+from app.queue.notify import JobEvents, publish_job_changed
+from app.runtime.encoding import encode_image
+from app.runtime.registry import ModelRegistry
+from app.runtime.types import GenerationCancelled, RuntimeModelError
+from app.storage.local import LocalImageStore
+from app.worker.batch import Slot, infotext, plan_call, storage_key
+from app.worker.state import WorkerState
+
+log = logging.getLogger("ponyserve.worker")
+
+MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
+
+
+class _BatchMonitor:
+    """Shared between the pipeline thread (writes the step) and the loop (reads, flags cancels)."""
+
+    def __init__(self, job_ids: Sequence[str]) -> None:
+        self.job_ids = list(job_ids)
+        self.step = 0
+        self.cancelled: set[str] = set()
+        self._lock = threading.Lock()
+
+    def on_step(self, step: int, _total: int) -> bool:
+        with self._lock:
+            self.step = step
+            # Interrupt only when every job in the call is cancelled; otherwise the others'
+            # images are still wanted and the cancelled job's are discarded at the end.
+            return not set(self.job_ids) <= self.cancelled
+
+    def cancel(self, ids: set[str]) -> None:
+        with self._lock:
+            self.cancelled |= ids
+
+
+class QueueWorker:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        registry: ModelRegistry,
+        events: JobEvents,
+        store: LocalImageStore,
+        *,
+        device: str = "cpu",
+        max_batch_images: int = 4,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.registry = registry
+        self.events = events
+        self.store = store
+        self.device = device
+        self.max_batch_images = max_batch_images
+        self.id = worker_id or f"{socket.gethostname()}-{device}-{new_id('w')[2:10]}"
+        self.state = WorkerState.STARTING
+        self._stopping = asyncio.Event()
+        self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        self._started_at = utcnow()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Drain: finish the running batch, claim nothing new."""
+        self._stopping.set()
+        self.events.work_available()
+
+    async def run(self) -> None:
+        await self._heartbeat()
+        beat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.id}")
+        try:
+            self.state = WorkerState.READY
+            await self._heartbeat()
+            last_sweep = 0.0
+            while not self._stopping.is_set():
+                if time.monotonic() - last_sweep > 5.0:
+                    await self._sweep()
+                    last_sweep = time.monotonic()
+                jobs = await self._claim()
+                if not jobs:
+                    await self.events.wait_work(timeout=1.0)
+                    continue
+                self.state = WorkerState.BUSY
+                await self._run_batch(jobs)
+                self.state = WorkerState.DRAINING if self._stopping.is_set() else WorkerState.READY
+        finally:
+            self.state = WorkerState.STOPPED
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            with contextlib.suppress(Exception):
+                await self._heartbeat()
+            self._encoder.shutdown(wait=True)
+
+    async def _heartbeat(self) -> None:
+        now = utcnow()
+        async with self.db.unit_of_work() as session:
+            await queue.upsert_worker(session, Worker(
+                id=self.id, host=socket.gethostname(), device=self.device, state=self.state.value,
+                models=self.registry.names(), started_at=self._started_at, heartbeat_at=now,
+            ))
+            await queue.renew_leases(session, self.id, now + timedelta(seconds=self.settings.job_lease_seconds))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self._heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _sweep(self) -> None:
+        async with self.db.unit_of_work() as session:
+            retried, failed = await queue.requeue_expired(session, now=utcnow(), max_attempts=MAX_ATTEMPTS)
+            for job_id in (*retried, *failed):
+                await publish_job_changed(session, job_id)
+        for job_id in (*retried, *failed):
+            self.events.job_changed(job_id)
+        if retried or failed:
+            log.warning("lease expired: retried %s, failed %s", retried, failed)
+
+    async def _claim(self) -> list[Job]:
+        now = utcnow()
+        async with self.db.unit_of_work() as session:
+            jobs = await queue.claim_batch(
+                session, worker_id=self.id, models=self.registry.names(), max_images=self.max_batch_images,
+                now=now, lease_until=now + timedelta(seconds=self.settings.job_lease_seconds),
+            )
+            for job in jobs:
+                await publish_job_changed(session, job.id)
+        for job in jobs:
+            self.events.job_changed(job.id)
+        return jobs
+
+    # -- one batch -------------------------------------------------------------------
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        params, prompts, slots = plan_call(jobs)
+        monitor = _BatchMonitor([j.id for j in jobs])
+        watcher = asyncio.create_task(self._watch(monitor))
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(self.registry.get, jobs[0].model)
+            images = await asyncio.to_thread(model.generate, params, prompts, monitor.on_step)
+        except GenerationCancelled:
+            await self._finish_unsuccessful(jobs, JobStatus.CANCELLED, "cancelled", "Cancelled by the caller.")
+            return
+        except RuntimeModelError as exc:
+            log.error("model %s failed to load: %s", jobs[0].model, exc)
+            await self._finish_unsuccessful(jobs, JobStatus.FAILED, "model_unavailable", str(exc))
+            return
+        except Exception as exc:
+            log.exception("pipeline failed for batch %s", [j.id for j in jobs])
+            await self._finish_unsuccessful(
+                jobs, JobStatus.FAILED, "pipeline_error", f"The model failed on this request ({type(exc).__name__})."
+            )
+            return
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        elapsed = time.perf_counter() - started
+        PIPELINE_SECONDS.labels(jobs[0].model).observe(elapsed)
+        BATCH_IMAGES.observe(len(slots))
+        encoded = await self._encode(slots, images)
+        await self._commit(jobs, slots, encoded, elapsed, monitor.cancelled)
+
+    async def _watch(self, monitor: _BatchMonitor) -> None:
+        """While the pipeline runs: publish progress and pick up cancel requests."""
+        last_step = -1
+        while True:
+            await asyncio.sleep(0.25)
+            step = monitor.step
+            async with self.db.unit_of_work() as session:
+                monitor.cancel(await queue.cancel_flags(session, monitor.job_ids))
+                if step != last_step:
+                    await queue.set_progress(session, monitor.job_ids, step)
+                    for job_id in monitor.job_ids:
+                        await publish_job_changed(session, job_id)
+            if step != last_step:
+                last_step = step
+                for job_id in monitor.job_ids:
+                    self.events.job_changed(job_id)
+
+    async def _encode(self, slots: list[Slot], images: list[object]) -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(self._encoder, encode_image, img, slot.job.output_format, infotext(slot))
+            for slot, img in zip(slots, images, strict=True)
+        ]
+        return list(await asyncio.gather(*futures))
+
+    async def _commit(
+        self, jobs: list[Job], slots: list[Slot], encoded: list[bytes], elapsed: float, cancelled: set[str]
+    ) -> None:
+        now = utcnow()
+        total_images = len(slots)
+        outputs_by_job: dict[str, list[JobOutput]] = {j.id: [] for j in jobs}
+        for slot, data in zip(slots, encoded, strict=True):
+            if slot.job.id in cancelled:
+                continue
+            image_id = new_id("img")
+            key = storage_key(slot.job, slot.index, image_id)
+            await asyncio.to_thread(self.store.put, key, data)
+            outputs_by_job[slot.job.id].append(JobOutput(
+                id=image_id, job_id=slot.job.id, index=slot.index, seed=slot.seed, format=slot.job.output_format,
+                width=slot.job.width, height=slot.job.height, storage_key=key, size_bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(), created_at=now,
+            ))
+        finished: list[tuple[Job, str]] = []
+        async with self.db.unit_of_work() as session:
+            for job in jobs:
+                if job.id in cancelled:
+                    if await queue.mark_failed(session, job_id=job.id, worker_id=self.id, now=now, code="cancelled",
+                                               message="Cancelled by the caller.", status=JobStatus.CANCELLED):
+                        finished.append((job, JobStatus.CANCELLED))
+                    continue
+                outputs = outputs_by_job[job.id]
+                gpu_seconds = elapsed * len(outputs) / total_images
+                # The conditional update is the guard against double charging: if our lease
+                # lapsed and the job moved on, nothing below is written.
+                if not await queue.mark_succeeded(session, job_id=job.id, worker_id=self.id, now=now,
+                                                  gpu_seconds=round(gpu_seconds, 6)):
+                    log.warning("job %s no longer ours; discarding its images", job.id)
+                    for out in outputs:
+                        await asyncio.to_thread(self.store.delete, out.storage_key)
+                    continue
+                session.add_all(outputs)
+                await session.flush()
+                await ledger.append(session, ledger_rows(job, outputs, gpu_seconds=gpu_seconds, now=now))
+                await publish_job_changed(session, job.id)
+                finished.append((job, JobStatus.SUCCEEDED))
+            for job, status in finished:
+                if status != JobStatus.SUCCEEDED:
+                    await publish_job_changed(session, job.id)
+        for job, status in finished:
+            JOBS_FINISHED.labels(status, job.model).inc()
+            if status == JobStatus.SUCCEEDED:
+                IMAGES_GENERATED.labels(job.model).inc(job.n)
+            self.events.job_changed(job.id)
+            log.info("job finished", extra={"job_id": job.id, "status": str(status), "model": job.model,
+                                            "images": job.n, "seconds": round(elapsed, 3)})
+
+    async def _finish_unsuccessful(self, jobs: Sequence[Job], status: JobStatus, code: str, message: str) -> None:
+        now = utcnow()
+        done = []
+        async with self.db.unit_of_work() as session:
+            for job in jobs:
+                if await queue.mark_failed(session, job_id=job.id, worker_id=self.id, now=now, code=code,
+                                           message=message, status=status):
+                    await publish_job_changed(session, job.id)
+                    done.append(job)
+        for job in done:
+            JOBS_FINISHED.labels(status.value, job.model).inc()
+            self.events.job_changed(job.id)

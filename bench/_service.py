@@ -1,0 +1,83 @@
+"""Benchmark plumbing: a throwaway Postgres database and a `ponyserve serve` subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ADMIN_URL = os.environ.get("PONYSERVE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[str]:
+    name = f"ponyserve_bench_{secrets.token_hex(4)}"
+    libpq = ADMIN_URL.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(libpq, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield ADMIN_URL.rpartition("/")[0] + "/" + name
+    finally:
+        with psycopg.connect(libpq, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_service(database_url: str, data_dir: Path, demo_model: Path, **env: str) -> Iterator[tuple[str, str]]:
+    """Yields (base_url, admin_key) of a migrated service with its embedded worker."""
+    from app.cli import _bootstrap
+    from app.config import Settings
+    from app.migrate import upgrade_head
+
+    upgrade_head(database_url)
+    settings = Settings(database_url=database_url, data_dir=data_dir, demo_model_path=demo_model)
+    admin = asyncio.run(_bootstrap(settings))
+    assert admin
+    port = _free_port()
+    proc_env = {**os.environ, "PONYSERVE_DATABASE_URL": database_url, "PONYSERVE_DATA_DIR": str(data_dir),
+                "PONYSERVE_DEMO_MODEL_PATH": str(demo_model), "PONYSERVE_LOG_JSON": "true", **env}
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=proc_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("service did not become ready")
+            time.sleep(0.2)
+        yield base, admin
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def customer_key(base: str, admin: str) -> str:
+    auth = {"Authorization": f"Bearer {admin}"}
+    acct = httpx.post(f"{base}/admin/accounts", json={"name": "bench", "plan": "internal"}, headers=auth).json()
+    key = httpx.post(f"{base}/admin/accounts/{acct['id']}/keys", json={"scopes": ["generate"]}, headers=auth).json()
+    return str(key["key"])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[idx]
