@@ -112,10 +112,11 @@ class Database:
 
 
 async def session_dependency(request: Request) -> AsyncIterator[AsyncSession]:
-    """Per-request transaction: FastAPI runs the commit before the response is sent."""
+    """Per-request transaction, committed before the response leaves (``scope="function"``):
+    a client that saw 201 must find the row on its very next request."""
     db: Database = request.app.state.db
     async with db.unit_of_work() as session:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(session_dependency)]
+SessionDep = Annotated[AsyncSession, Depends(session_dependency, scope="function")]

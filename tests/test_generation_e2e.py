@@ -29,7 +29,9 @@ def test_generation_returns_decodable_image_of_requested_size(client, customer) 
 
 
 def test_same_seed_gives_same_bytes_and_another_seed_differs(client, customer) -> None:
-    first = _generate(client, customer.headers, seed=1234).json()["data"][0]["b64_json"]
+    r = _generate(client, customer.headers, seed=1234)
+    assert r.status_code == 200, r.text
+    first = r.json()["data"][0]["b64_json"]
     second = _generate(client, customer.headers, seed=1234).json()["data"][0]["b64_json"]
     other = _generate(client, customer.headers, seed=4321).json()["data"][0]["b64_json"]
     assert first == second

@@ -21,10 +21,10 @@ Views (all lower-case ASCII where the input was Latin-like, tokens joined by one
 ``runs``
     the skeletons of glued single-character runs, for matching inside them (``a l o l i``).
 ``ages``
-    a digit-preserving view for age detection: numbers are never leet-folded, ``15yo`` is split
-    into ``15 yo``, spaced digits are glued (``1 5 yo`` -> ``15 yo``) and decimals such as the
-    weight in ``(girl:1.5)`` become ``#`` so they can never read as an age. Empty when the text
-    has no digit.
+    a digit-preserving view for age detection: never leet-folded, ``_ - '`` split words, and a
+    decimal such as the weight in ``(girl:1.5)`` becomes the single token ``1#5`` so it can never
+    read as an age. Empty when the text has no digit. :mod:`app.moderation.ages` matches every
+    written form of a minor age on it (``15yo``, ``15 y o``, ``1 5 yo``, ``age15``…).
 
 Everything here is ``str.translate``/``str.split`` plus loops over tokens: linear time,
 no regular expressions.
@@ -45,6 +45,7 @@ _WORD_SYMBOLS = "@$"
 
 # Look-alike letters that survive NFKC + case folding + diacritic stripping, mapped to the Latin
 # letter a reader sees. Keys are lower-case because folding runs first.
+# fmt: off
 _HOMOGLYPHS: dict[str, str] = {
     # Cyrillic
     "а": "a", "в": "b", "г": "r", "е": "e", "и": "u", "к": "k", "м": "m", "н": "h",
@@ -70,6 +71,7 @@ _HOMOGLYPHS: dict[str, str] = {
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
     "\u2212": "-", "\u2043": "-", "\ufe58": "-",
 }
+# fmt: on
 # Letter-like symbols with no compatibility decomposition: regional indicators and the negative
 # circled / negative squared Latin capitals (🇱 🅛 🅻).
 for _first in (0x1F1E6, 0x1F150, 0x1F170):
@@ -178,7 +180,7 @@ def normalize(text: str) -> NormalizedText:
         skeleton_spaced=spaced.translate(_SKELETON),
         skeleton_joined=joined.translate(_SKELETON),
         runs=tuple(r.translate(_SKELETON) for r in runs),
-        ages=_age_view(tokens) if any(d in base for d in _DIGITS) else "",
+        ages=_age_view(base) if any(d in base for d in _DIGITS) else "",
     )
 
 
@@ -209,56 +211,15 @@ def _flush_run(run: list[str], out: list[str], runs: list[str]) -> None:
     run.clear()
 
 
-def _age_view(tokens: list[str]) -> str:
-    pieces: list[str] = []
-    for token in tokens:
-        if token.isalpha() or token.isdigit():
-            pieces.append(token)
-            continue
-        for part in token.translate(_AGE_JOINERS_TO_SPACE).split():
-            if "." in part:
-                if _is_decimal(part):
-                    # a weight or a fraction, never an age: "(girl:1.5)" must not read as 15
-                    pieces.append("#")
-                    continue
-                subparts = part.replace(".", " ").split()
-            else:
-                subparts = [part]
-            for sub in subparts:
-                if sub.isalpha() or sub.isdigit():
-                    pieces.append(sub)
-                else:
-                    pieces.extend(_split_letters_from_digits(sub))
-    return " ".join(_glue_single_digits(pieces))
-
-
-def _is_decimal(part: str) -> bool:
-    whole, dot, fraction = part.partition(".")
-    return bool(dot) and whole.isdigit() and fraction.isdigit()
-
-
-def _split_letters_from_digits(token: str) -> list[str]:
-    parts: list[str] = []
-    start = 0
-    for i in range(1, len(token)):
-        if token[i].isdigit() != token[i - 1].isdigit():
-            parts.append(token[start:i])
-            start = i
-    parts.append(token[start:])
-    return parts
-
-
-def _glue_single_digits(pieces: list[str]) -> list[str]:
-    out: list[str] = []
-    gluing = False
-    for piece in pieces:
-        if len(piece) == 1 and piece.isdigit():
-            if gluing:
-                out[-1] += piece
-            else:
-                out.append(piece)
-                gluing = True
-        else:
-            out.append(piece)
-            gluing = False
-    return out
+def _age_view(base: str) -> str:
+    text = base.translate(_AGE_JOINERS_TO_SPACE)
+    if "." in text:
+        parts = text.split(".")
+        pieces = [parts[0]]
+        for part in parts[1:]:
+            # A decimal stays one token that can never read as an age: the weight in
+            # "(mature age:1.5)" is not "age 1 5". Any other dot splits ("15 y.o.").
+            pieces.append("#" if pieces[-1][-1:].isdigit() and part[:1].isdigit() else " ")
+            pieces.append(part)
+        text = "".join(pieces)
+    return " ".join(text.split())

@@ -11,13 +11,19 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
+
+from app.runtime.progress import disable_library_progress_bars
 
 # Bumped whenever the architecture or the tokenizer changes, so a folder written
 # by an older release is rebuilt instead of loaded with a stale layout.
 DEMO_MODEL_VERSION = 1
 _MARKER = "ponyserve-demo.json"
+# Weights are drawn from torch's process-wide RNG, so two builds in one process
+# must not interleave or neither would be reproducible.
+_BUILD_LOCK = threading.Lock()
 
 # Both text encoders are tiny but deep enough that CLIP skip values up to this
 # can be exercised; real SDXL has 12 (CLIP-L) and 32 (OpenCLIP-G) layers.
@@ -69,6 +75,7 @@ def write_demo_model(path: Path, seed: int = 0) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    disable_library_progress_bars()
     try:
         pipe = build_demo_pipeline(seed)
         pipe.save_pretrained(staging, safe_serialization=True)
@@ -89,9 +96,17 @@ def _move_into_place(staging: Path, path: Path) -> None:
     # rename() cannot replace a non-empty directory, so the old folder steps
     # aside first; a reader sees either the old model, nothing, or the new one.
     retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    os.rename(path, retired / path.name)
-    os.rename(staging, path)
-    shutil.rmtree(retired, ignore_errors=True)
+    try:
+        os.rename(path, retired / path.name)
+        os.rename(staging, path)
+    except OSError:
+        # Another process writing the same demo model got there first; its
+        # folder is as good as ours.
+        if not demo_model_exists(path):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def byte_level_clip_tokenizer(*, pad_token: str = "<|endoftext|>") -> Any:
@@ -141,12 +156,12 @@ def build_demo_pipeline(seed: int = 0) -> Any:
         )
 
     # fork_rng keeps the caller's global RNG untouched while seeding ours.
-    with torch.random.fork_rng(devices=[]):
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         # Cross-attention sees both encoders' hidden states side by side, and the
         # "text_time" embedding takes the pooled projection plus six 8-dim time ids,
         # exactly as in SDXL (2048 = 768 + 1280 and 2816 = 1280 + 6 * 256 there).
-        unet = UNet2DConditionModel(
+        unet: Any = UNet2DConditionModel(
             sample_size=64,
             in_channels=4,
             out_channels=4,
@@ -167,7 +182,7 @@ def build_demo_pipeline(seed: int = 0) -> Any:
         )
         # Four blocks give the real VAE's scale factor of 8; with fewer, latents
         # would be larger and the UNet far slower for the same image size.
-        vae = AutoencoderKL(
+        vae: Any = AutoencoderKL(
             in_channels=3,
             out_channels=3,
             down_block_types=("DownEncoderBlock2D",) * 4,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from app.config import ModelSpec
+from app.runtime.progress import disable_library_progress_bars
 from app.runtime.samplers import make_scheduler, resolve_sampler
 from app.runtime.single_file import checkpoint_keys, describe_layout_problem, load_single_file_pipeline
 from app.runtime.types import (
@@ -24,6 +27,8 @@ from app.runtime.types import (
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 # torch.Generator.manual_seed accepts exactly this range.
 _SEED_MIN = -(2**63)
@@ -40,10 +45,10 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
 
     if dtype == "auto":
         return torch.float32 if device.split(":", 1)[0] == "cpu" else torch.bfloat16
-    resolved = getattr(torch, dtype, None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return resolved
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise ValueError(f"unsupported dtype {dtype!r}; expected auto, {', '.join(choices)}")
+    return choices[dtype]
 
 
 def a1111_to_diffusers_clip_skip(clip_skip: int | None) -> int | None:
@@ -102,9 +107,7 @@ class LoadedModel:
         self._pipeline = pipeline
         # A private deep copy: each call builds its scheduler from it, so no
         # call can leave sampler state behind for the next one.
-        self._scheduler_config: Mapping[str, Any] = MappingProxyType(
-            copy.deepcopy(dict(pipeline.scheduler.config))
-        )
+        self._scheduler_config: Mapping[str, Any] = MappingProxyType(copy.deepcopy(dict(pipeline.scheduler.config)))
         self._force_zeros_for_empty_prompt = bool(pipeline.config.get("force_zeros_for_empty_prompt", True))
         self.max_clip_skip = min(
             int(pipeline.text_encoder.config.num_hidden_layers),
@@ -230,16 +233,6 @@ class LoadedModel:
         return result
 
 
-def _quiet_loading() -> None:
-    # Loading bars go to stderr as tqdm redraws, which a service's structured
-    # logs cannot use; this process-wide switch only affects those bars.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
 def _load_folder(spec: ModelSpec, path: Path, dtype: torch.dtype) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
@@ -301,13 +294,11 @@ def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) 
         raise RuntimeModelError(f"model {spec.name!r}: {path} does not exist")
     if config_dir is not None and not (config_dir / "model_index.json").is_file():
         raise RuntimeModelError(f"model {spec.name!r}: config folder {config_dir} has no model_index.json")
+    started = time.monotonic()
     try:
         dtype = resolve_dtype(spec.dtype, device)
-        _quiet_loading()
-        if path.is_dir():
-            pipeline = _load_folder(spec, path, dtype)
-        else:
-            pipeline = _load_checkpoint(spec, path, dtype, config_dir)
+        disable_library_progress_bars()
+        pipeline = _load_folder(spec, path, dtype) if path.is_dir() else _load_checkpoint(spec, path, dtype, config_dir)
         if pipeline.text_encoder is None or pipeline.tokenizer is None:
             raise RuntimeModelError(f"model {spec.name!r}: {path} lacks the first text encoder (a refiner?)")
         pipeline.to(device)
@@ -318,4 +309,14 @@ def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) 
         # Whatever diffusers, transformers, safetensors or the device raise here,
         # the outcome for the caller is the same: this model cannot be served.
         raise RuntimeModelError(f"model {spec.name!r}: cannot load {path}: {type(exc).__name__}: {exc}") from exc
+    logger.info(
+        "model loaded",
+        extra={
+            "model": spec.name,
+            "path": str(path),
+            "device": device,
+            "dtype": str(dtype).removeprefix("torch."),
+            "seconds": round(time.monotonic() - started, 3),
+        },
+    )
     return LoadedModel(spec, device, dtype, pipeline)

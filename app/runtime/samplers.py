@@ -78,9 +78,7 @@ _DEFS: tuple[SamplerDef, ...] = (
     SamplerDef("Heun", "HeunDiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_heun",)),
     SamplerDef("DPM2", "KDPM2DiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_dpm_2", "dpm_2")),
     SamplerDef("DPM2 Karras", "KDPM2DiscreteScheduler", dict(_KARRAS), ("k_dpm_2_ka", "dpm_2_karras")),
-    SamplerDef(
-        "DPM2 a", "KDPM2AncestralDiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_dpm_2_a", "dpm_2_ancestral")
-    ),
+    SamplerDef("DPM2 a", "KDPM2AncestralDiscreteScheduler", dict(_PLAIN_SIGMAS), ("k_dpm_2_a", "dpm_2_ancestral")),
     SamplerDef(
         "DPM2 a Karras",
         "KDPM2AncestralDiscreteScheduler",

@@ -194,9 +194,11 @@ def sdxl_clip_tokenizers() -> tuple[Any, Any]:
     if not BPE_VOCAB_PATH.is_file():
         raise FileNotFoundError(f"CLIP BPE vocabulary missing from the installation: {BPE_VOCAB_PATH}")
     vocab, merges = _clip_bpe()
+    # transformers annotates merges as strings, but its BPE backend takes (left, right) pairs.
+    pairs: Any = list(merges)
     return (
-        CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77),
-        CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77, pad_token="!"),
+        CLIPTokenizer(vocab=dict(vocab), merges=pairs, model_max_length=77),
+        CLIPTokenizer(vocab=dict(vocab), merges=list(pairs), model_max_length=77, pad_token="!"),
     )
 
 
@@ -210,6 +212,7 @@ def checkpoint_keys(path: Path) -> set[str]:
 
 def describe_layout_problem(keys: set[str]) -> str | None:
     """Why a checkpoint is not a full SDXL base checkpoint in the original layout, or None if it is."""
+
     def has(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in keys)
 

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import httpx
+from harness import make_settings, new_customer, start_server
 from sqlalchemy import create_engine, text
 
 from app.db import sync_url
-from conftest import make_settings, new_customer, start_server
 
 
 def _spawn_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
