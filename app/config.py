@@ -53,6 +53,9 @@ class ModelSpec(BaseModel):
     min_width: int = Field(default=256, ge=64)
     min_height: int = Field(default=256, ge=64)
     dtype: DType = "auto"
+    # For single-file checkpoints: a local diffusers config folder (model_index.json, component
+    # configs, tokenizers). Without it the bundled SDXL base configs are used (right for Pony V6 XL).
+    config: Path | None = None
     nsfw_capable: bool = False
 
     @model_validator(mode="after")

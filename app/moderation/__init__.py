@@ -60,10 +60,35 @@ Behaviour the rules guarantee
 * Only the positive prompt is searched for blocked, sexual, youth, artist and blocklist
   terms; the negative prompt is searched for steering: adult terms there (``adult, mature``)
   are a youth signal, clothing/censor/``rating_safe`` terms a nudity signal.
-* A youth term or minor age alone is allowed; with a sexual term or a ``rating_explicit`` /
-  ``rating_questionable`` tag it blocks; on an NSFW-capable model any suggestive term is
-  enough. Always-blocked terms (``loli``, ``shota``, ``cp``, ``jailbait``, ``pedo``…) block
-  on their own.
+* A youth term or minor age alone is allowed (with ``rating_cap="safe"``); with an explicit
+  (``nude``) or sexualising (``lingerie``) term, a ``rating_explicit`` / ``rating_questionable``
+  tag or nudity steering in the negative prompt it blocks; on an NSFW-capable model any
+  suggestive term (``bikini``) is enough. Always-blocked terms (``loli``, ``shota``, ``cp``,
+  ``jailbait``, ``pedo``…) block on their own.
+* The word lists are plain-text files in ``app/moderation/wordlists/`` (one term per line,
+  ``#`` comments); each file's header says what its terms do. Allow phrases add context
+  (``kid goat``) and never exempt a CSAM-guard term; ``csam_exceptions.txt`` holds the few
+  reviewed names that contain an always-blocked word (``shota aizawa``).
+
+Wiring (for the generation service)
+===================================
+
+Build one policy at startup (operator files from settings), keep it in app state, and swap
+in ``policy.with_optouts(entries)`` whenever the opt-out registry changes. Per request::
+
+    prompt, negative_prompt = spec.revise_prompt(prompt), spec.revise_negative_prompt(negative_prompt)
+    decision = policy.check(prompt, negative_prompt, nsfw_capable_model=spec.nsfw_capable,
+                            max_rating=account.max_rating)
+    if not decision.allowed:
+        # incident row: decision.category, decision.rule, decision.matched, decision.optout_id
+        raise ContentPolicyViolation()          # 400, code "content_policy_violation"
+    if spec.family is Pony:
+        prompt, negative_prompt = apply_rating_tags(
+            prompt, negative_prompt, stricter_rating(account.max_rating, decision.rating_cap))
+
+Check the prompts the pipeline will actually receive (after the model's prefix/suffix and
+default negative prompt): a template's ``rating_explicit`` is as much a sexual signal as the
+caller's. Rating tags are added after the check; they only ever steer towards safer output.
 """
 
 from app.moderation.normalize import NormalizedText, normalize

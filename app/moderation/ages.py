@@ -17,7 +17,6 @@ terms that suppress them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cache
 
 import ahocorasick
 
@@ -82,7 +81,7 @@ def find_minor_ages(text: NormalizedText) -> tuple[str, ...]:
     """Minor ages written with digits in ``text``, as canonical phrases (``"15 yo"``)."""
     if not text.ages:
         return ()
-    found = {phrase for _end, phrase in _digit_automaton().iter(f" {text.ages} ")}
+    found = {phrase for _end, phrase in _DIGIT_AUTOMATON.iter(f" {text.ages} ")}
     return tuple(sorted(found))
 
 
@@ -120,10 +119,13 @@ def _digit_keys() -> Iterator[tuple[str, str]]:
                     yield key, f"{count} {suffix}"
 
 
-@cache
-def _digit_automaton() -> ahocorasick.Automaton:
+def _build_digit_automaton() -> ahocorasick.Automaton:
     automaton = ahocorasick.Automaton()
     for key, phrase in _digit_keys():
         automaton.add_word(f" {key} ", phrase)
     automaton.make_automaton()
     return automaton
+
+
+# Built at import (a few milliseconds) so no request pays for it and no two threads race to build it.
+_DIGIT_AUTOMATON = _build_digit_automaton()

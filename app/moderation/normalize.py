@@ -8,13 +8,17 @@ obfuscation handled here is handled for every rule at once.
 
 Views (all lower-case ASCII where the input was Latin-like, tokens joined by one space):
 
+A1111 weight and schedule numbers (``(little:1.2) girl``, ``[a:b:10]``) are dropped from every
+view but ``ages``, so the words around them stay adjacent.
+
 ``spaced``
-    ``_ - . '`` split words: ``kid_goat`` -> ``kid goat``, ``<lora:loli_v2:0.8>`` -> ``lora loli v2 0 8``.
+    ``_ - . ' |`` split words: ``kid_goat`` -> ``kid goat``, ``<lora:loli_v2:0.8>`` -> ``lora loli v2``.
 ``joined``
     ``_ - . '`` glue words and runs of single characters are glued too:
-    ``l.o.l.i``, ``lo-li``, ``l o l i`` -> ``loli``.
+    ``l.o.l.i``, ``lo-li``, ``l o l i`` -> ``loli``. A token with ``|`` is kept whole (``lo|i``, a
+    leet ``l``) and followed by its pieces (``l|o|l|i`` -> ``loli``, A1111's alternation).
 ``skeleton_spaced`` / ``skeleton_joined``
-    the same with leetspeak folded to a skeleton alphabet (``0``->``o``, ``1`` and ``l``->``i``,
+    the same with leetspeak folded to a skeleton alphabet (``0``->``o``, ``1``, ``|`` and ``l``->``i``,
     ``3``->``e``, ``4`` and ``@``->``a``, ``5`` and ``$``->``s``, ``7``->``t``, ``8``->``b``, ``9``->``g``).
     ``l`` and ``i`` share a letter because ``1`` stands for either. Terms are folded the same way
     before they are compared, so ``loli`` and ``l0l1`` meet at ``ioii``.
@@ -40,8 +44,9 @@ __all__ = ["NormalizedText", "fold", "normalize"]
 
 # Characters that glue a word together in one view and split it in the other.
 JOINERS = "_-.'"
-# Leet symbols that stay inside tokens (``$hota``, ``sh0t@``); a leading ``@`` is a mention and is dropped.
-_WORD_SYMBOLS = "@$"
+# Leet symbols that stay inside tokens of the joined view (``$hota``, ``sh0t@``, ``lo|i``); a leading
+# ``@`` is a mention and is dropped. ``|`` is also A1111's alternation, so the spaced view splits there.
+_WORD_SYMBOLS = "@$|"
 
 # Look-alike letters that survive NFKC + case folding + diacritic stripping, mapped to the Latin
 # letter a reader sees. Keys are lower-case because folding runs first.
@@ -120,25 +125,62 @@ for _cp in range(128):
     _FOLD[_cp] = _ch if _ch in ascii_lowercase or _ch in digits or _ch in JOINERS or _ch in _WORD_SYMBOLS else " "
 _FOLD.update({ord(k): v for k, v in _HOMOGLYPHS.items() if ord(k) < 128})
 
-_JOINERS_TO_SPACE = str.maketrans(JOINERS, " " * len(JOINERS))
+_JOINERS_TO_SPACE = str.maketrans(JOINERS + "|", " " * (len(JOINERS) + 1))
 _JOINERS_DELETE = str.maketrans("", "", JOINERS)
-_AGE_JOINERS_TO_SPACE = str.maketrans("_-'@$", "     ")
-_SKELETON = str.maketrans("01l34579@$8", "oiieastgasb")
+_AGE_JOINERS_TO_SPACE = str.maketrans("_-'@$|", "      ")
+_SKELETON = str.maketrans("01l34579@$8|", "oiieastgasbi")
 _DIGITS = tuple(digits)
 
 
 def fold(text: str) -> str:
     """Unicode-fold ``text``: lower case, no diacritics or invisible characters, Latin look-alikes
-    mapped, punctuation turned into spaces. Keeps ``_ - . ' @ $`` for the views to decide on."""
+    mapped, punctuation turned into spaces. Keeps ``_ - . ' @ $ |`` for the views to decide on."""
+    return _decompose(text).translate(_FOLD)
+
+
+def _decompose(text: str) -> str:
     if text.isascii():
-        return text.lower().translate(_FOLD)
+        return text.lower()
     text = unicodedata.normalize("NFKC", text).casefold()
-    return unicodedata.normalize("NFD", text).translate(_FOLD)
+    return unicodedata.normalize("NFD", text)
 
 
-def skeleton(view: str) -> str:
-    """Leet-fold an already normalised view (see the module docstring)."""
-    return view.translate(_SKELETON)
+_CLOSERS = ")]>"
+_NUMBER_CHARS = frozenset("0123456789.+-")
+
+
+def _strip_weights(text: str) -> str:
+    """Blank the numbers of A1111 weights and schedules (``(little:1.2) girl``, ``[a:b:10]``,
+    ``<lora:x:0.8>``): ``:<spaces><number><spaces>`` right before a closing bracket. Each
+    character is walked over by at most one closing bracket, so this is linear."""
+    cuts: list[tuple[int, int]] = []
+    find = text.find
+    for closer in _CLOSERS:
+        position = find(closer)
+        while position != -1:
+            i = position - 1
+            while i >= 0 and text[i] == " ":
+                i -= 1
+            number_end = i
+            while i >= 0 and text[i] in _NUMBER_CHARS:
+                i -= 1
+            # the run of number characters must hold a digit: stripping the others leaves one
+            if i < number_end and text[i + 1 : number_end + 1].strip(".+-"):
+                while i >= 0 and text[i] == " ":
+                    i -= 1
+                if i >= 0 and text[i] == ":":
+                    cuts.append((i + 1, position))
+            position = find(closer, position + 1)
+    if not cuts:
+        return text
+    cuts.sort()
+    pieces: list[str] = []
+    last = 0
+    for start, end in cuts:
+        pieces += (text[last:start], " ")
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,17 +194,15 @@ class NormalizedText:
     runs: tuple[str, ...]
     ages: str
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.spaced and not self.joined
-
 
 EMPTY = NormalizedText("", "", "", "", (), "")
 
 
 def normalize(text: str) -> NormalizedText:
     """Fold ``text`` and build every view the moderation rules match against."""
-    base = fold(text)
+    decomposed = _decompose(text)
+    with_weights = decomposed.translate(_FOLD)
+    base = _strip_weights(decomposed).translate(_FOLD) if ":" in decomposed else with_weights
     tokens = base.split()
     if "BREAK" in text:
         # A1111's chunk separator; dropping it keeps "little BREAK girl" adjacent.
@@ -172,7 +212,12 @@ def normalize(text: str) -> NormalizedText:
     base = " ".join(tokens)
 
     spaced = " ".join(base.translate(_JOINERS_TO_SPACE).split())
-    joined_tokens, runs = _glue_single_characters(base.translate(_JOINERS_DELETE).split())
+    unglued = base.translate(_JOINERS_DELETE).split()
+    if "|" in base:
+        # "|" may be a leet "l" (lo|i) or A1111's alternation (l|o|l|i, [loli|woman]): keep the
+        # token whole for the first reading and follow it with its pieces for the second.
+        unglued = [piece for token in unglued for piece in _with_alternatives(token)]
+    joined_tokens, runs = _glue_single_characters(unglued)
     joined = " ".join(joined_tokens)
     return NormalizedText(
         spaced=spaced,
@@ -180,8 +225,14 @@ def normalize(text: str) -> NormalizedText:
         skeleton_spaced=spaced.translate(_SKELETON),
         skeleton_joined=joined.translate(_SKELETON),
         runs=tuple(r.translate(_SKELETON) for r in runs),
-        ages=_age_view(base) if any(d in base for d in _DIGITS) else "",
+        ages=_age_view(with_weights) if any(d in with_weights for d in _DIGITS) else "",
     )
+
+
+def _with_alternatives(token: str) -> list[str]:
+    if "|" not in token:
+        return [token]
+    return [*filter(None, token.split("|")), token]
 
 
 def _glue_single_characters(tokens: list[str]) -> tuple[list[str], list[str]]:

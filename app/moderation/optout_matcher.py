@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import ahocorasick
 
@@ -110,16 +111,19 @@ class OptOutMatcher:
         return None
 
 
-def _keys(spelling: str, require_context: bool) -> set[str]:
+# Registries change one artist at a time and are rebuilt whole, so remembering each spelling's
+# keys makes a rebuild cost little more than the automaton itself.
+@lru_cache(maxsize=200_000)
+def _keys(spelling: str, require_context: bool) -> tuple[str, ...]:
     view = normalize(spelling)
     if not view.spaced:
-        return set()
-    forms = {view.spaced, view.joined, view.spaced.replace(" ", "")}
+        return ()
+    forms = sorted({view.spaced, view.joined, view.spaced.replace(" ", "")})
     if not require_context and len(view.spaced) > 1:
-        return {f" {form} " for form in forms}
-    keys: set[str] = set()
+        return tuple(f" {form} " for form in forms)
+    keys: list[str] = []
     for form in forms:
-        keys.update(f" {before} {form} " for before in _CONTEXT_BEFORE)
-        keys.update(f" {form} {after} " for after in _CONTEXT_AFTER)
-        keys.add(f" {form.replace(' ', '')}style ")
-    return keys
+        keys.extend(f" {before} {form} " for before in _CONTEXT_BEFORE)
+        keys.extend(f" {form} {after} " for after in _CONTEXT_AFTER)
+        keys.append(f" {form.replace(' ', '')}style ")
+    return tuple(dict.fromkeys(keys))

@@ -177,10 +177,11 @@ class TermIndex:
         for view in (spaced,) if joined == spaced else (spaced, joined):
             if view:
                 self._scan_view(f" {view} ", found)
-        for run in text.runs:
-            if len(run) >= _MIN_RUN_TERM:
-                for _length, _suppresses, refs in _distinct(list(self._run_automaton.iter(run))).values():
-                    _add(found, refs)
+        if text.runs:
+            # Run keys hold no spaces, so one scan over the space-joined runs never matches across two.
+            runs = " ".join(text.runs)
+            for _length, _suppresses, refs in _distinct(list(self._run_automaton.iter(runs))).values():
+                _add(found, refs)
         if not found:
             return NO_HITS
         return Hits({kind: frozenset(terms) for kind, terms in found.items()})

@@ -287,6 +287,7 @@ def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) 
     SDXL base 1.0's, right for Pony Diffusion V6 XL and other SDXL fine-tunes.
     Raises ``RuntimeModelError`` when the model is missing or cannot be loaded.
     """
+    config_dir = config_dir if config_dir is not None else spec.config
     if spec.family != "sdxl":
         raise RuntimeModelError(f"model {spec.name!r}: family {spec.family!r} is not supported by this runtime")
     path = Path(spec.path)

@@ -80,6 +80,13 @@ def test_age_view_keeps_digits_and_never_reads_a_weight_as_an_age() -> None:
     assert normalize("no digits here").ages == ""
 
 
+def test_weight_numbers_leave_the_term_views_so_neighbours_stay_adjacent() -> None:
+    view = normalize("(little:1.2) girl, [cat:dog:10], <lora:style_v2:0.8>")
+    assert view.spaced == "little girl cat dog lora style v2"
+    # The ages view keeps every number: it decides for itself what a number means.
+    assert view.ages == "little 1#2 girl cat dog 10 lora style v2 0#8"
+
+
 def test_unicode_digits_become_ascii_digits() -> None:
     assert normalize("１５ yo").ages == "15 yo"
     assert normalize("⑮yo").ages == "15yo"
