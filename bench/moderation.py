@@ -21,6 +21,7 @@ Targets: p99 < 1 ms at 2,000 characters, < 10 ms for the adversarial prompts.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "moderation")]
@@ -101,6 +103,19 @@ def once_ms(fn: Callable[[], object], repeat: int = 5) -> float:
     return round(best * 1000, 2)
 
 
+def adversarial_timings(policy: PromptPolicy, iterations: int = 200) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    for name, text in ADVERSARIAL.items():
+        text = text[:20_000]
+        assert len(text) == 20_000, name
+        result: dict[str, Any] = dict(
+            timings(lambda text=text: policy.check(text, NEGATIVE, nsfw_capable_model=True), iterations)
+        )
+        result["decision"] = policy.check(text, NEGATIVE, nsfw_capable_model=True).rule or "allowed"
+        results[name] = result
+    return results
+
+
 def artists(count: int, first_id: int = 0) -> list[OptOutEntry]:
     return [OptOutEntry(i, f"artist {i} surname{i}", aliases=(f"alias{i}",)) for i in range(first_id, first_id + count)]
 
@@ -149,14 +164,13 @@ def main() -> None:
             lambda cycle=cycle: policy.check(next(cycle), NEGATIVE, nsfw_capable_model=True), args.iterations
         )
 
-    adversarial = {}
-    for name, text in ADVERSARIAL.items():
-        text = text[:20_000]
-        assert len(text) == 20_000, name
-        result = timings(lambda text=text: wide.check(text, NEGATIVE, nsfw_capable_model=True), 200)
-        result["decision"] = wide.check(text, NEGATIVE, nsfw_capable_model=True).rule or "allowed"
-        adversarial[name] = result
-    worst = max(adversarial.values(), key=lambda r: r["p99_us"])
+    adversarial = adversarial_timings(wide)
+    # A long-running service freezes its startup heap (gc.freeze()) so full collections stop
+    # re-walking it; timed again that way, the p99 shows the engine rather than the collector.
+    gc.collect()
+    gc.freeze()
+    adversarial_frozen = adversarial_timings(wide)
+    gc.unfreeze()
     both_prompts = max(
         once_ms(lambda text=text: wide.check(text[:20_000], text[:20_000], nsfw_capable_model=True))
         for text in ADVERSARIAL.values()
@@ -181,14 +195,16 @@ def main() -> None:
         },
         "decision_time": decision_time,
         "adversarial_20000_chars": adversarial,
-        "adversarial_worst_p99_us": worst["p99_us"],
+        "adversarial_worst_p50_us": max(r["p50_us"] for r in adversarial.values()),
+        "adversarial_worst_p99_us": max(r["p99_us"] for r in adversarial.values()),
+        "adversarial_worst_p99_us_gc_frozen": max(r["p99_us"] for r in adversarial_frozen.values()),
         "adversarial_both_prompts_20000_chars_worst_ms": both_prompts,
         "adversarial_at_default_cap_4000": default_cap,
         "build": {"policy_with_1000_artists_ms": build_ms, **rebuild},
         "corpus": corpus_quality(policy),
         "targets": {
             "p99_2000_chars_under_1ms": decision_time["2000_chars"]["p99_us"] < 1000,
-            "adversarial_p99_under_10ms": worst["p99_us"] < 10_000,
+            "adversarial_p99_under_10ms": max(r["p99_us"] for r in adversarial.values()) < 10_000,
         },
     }
     print(json.dumps(report, indent=2))

@@ -130,6 +130,7 @@ _JOINERS_DELETE = str.maketrans("", "", JOINERS)
 _AGE_JOINERS_TO_SPACE = str.maketrans("_-'@$|", "      ")
 _SKELETON = str.maketrans("01l34579@$8|", "oiieastgasbi")
 _DIGITS = tuple(digits)
+_MANY_DOTS = 32
 
 
 def fold(text: str) -> str:
@@ -217,8 +218,11 @@ def normalize(text: str) -> NormalizedText:
         # "|" may be a leet "l" (lo|i) or A1111's alternation (l|o|l|i, [loli|woman]): keep the
         # token whole for the first reading and follow it with its pieces for the second.
         unglued = [piece for token in unglued for piece in _with_alternatives(token)]
-    joined_tokens, runs = _glue_single_characters(unglued)
-    joined = " ".join(joined_tokens)
+    joined = " ".join(unglued)
+    runs: list[str] = []
+    if " x x " in f" {joined.translate(_SHAPE)} ":
+        joined_tokens, runs = _glue_single_characters(unglued)
+        joined = " ".join(joined_tokens)
     return NormalizedText(
         spaced=spaced,
         joined=joined,
@@ -227,6 +231,18 @@ def normalize(text: str) -> NormalizedText:
         runs=tuple(r.translate(_SKELETON) for r in runs),
         ages=_age_view(with_weights) if any(d in with_weights for d in _DIGITS) else "",
     )
+
+
+class _ShapeTable(dict[int, str]):
+    """Maps every character but the space to ``x``: two one-character tokens in a row then read
+    ``" x x "``, which ``str.find`` spots without a Python loop over the tokens."""
+
+    def __missing__(self, cp: int) -> str:
+        self[cp] = "x"
+        return "x"
+
+
+_SHAPE = _ShapeTable({ord(" "): " "})
 
 
 def _with_alternatives(token: str) -> list[str]:
@@ -264,12 +280,20 @@ def _flush_run(run: list[str], out: list[str], runs: list[str]) -> None:
 
 def _age_view(base: str) -> str:
     text = base.translate(_AGE_JOINERS_TO_SPACE)
-    if "." in text:
+    dots = text.count(".")
+    # A decimal stays one token that can never read as an age: the weight in "(mature age:1.5)"
+    # is not "age 1 5". Any other dot splits ("15 y.o."). Few dots: walk them; many: let
+    # str.replace mark digit-dot-digit in C.
+    if dots > _MANY_DOTS:
+        for digit in digits:
+            text = text.replace(digit + ".", digit + "\x01")
+        for digit in digits:
+            text = text.replace("\x01" + digit, "#" + digit)
+        text = text.replace("\x01", " ").replace(".", " ")
+    elif dots:
         parts = text.split(".")
         pieces = [parts[0]]
         for part in parts[1:]:
-            # A decimal stays one token that can never read as an age: the weight in
-            # "(mature age:1.5)" is not "age 1 5". Any other dot splits ("15 y.o.").
             pieces.append("#" if pieces[-1][-1:].isdigit() and part[:1].isdigit() else " ")
             pieces.append(part)
         text = "".join(pieces)

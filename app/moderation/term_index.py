@@ -49,6 +49,7 @@ SUPPRESSORS: Mapping[TermKind, frozenset[TermKind]] = {
     TermKind.CSAM_EXCEPTION: frozenset({TermKind.CSAM_ALWAYS}),
     TermKind.ADULT_AGE: frozenset({TermKind.AGE}),
 }
+_HIDDEN_BY = {kind: frozenset(k for k, hides in SUPPRESSORS.items() if kind in hides) for kind in TermKind}
 # Kinds also looked for inside glued single-character runs.
 _RUN_KINDS = frozenset(
     {
@@ -101,8 +102,7 @@ class CompiledTerms:
             view = normalize(term)
             if not view.skeleton_spaced:
                 raise ValueError(f"term {term!r} ({kind}) has no letters or digits to match")
-            hidden_by = frozenset(k for k, hides in SUPPRESSORS.items() if kind in hides)
-            ref = TermRef(kind, term.strip(), hidden_by)
+            ref = TermRef(kind, term.strip(), _HIDDEN_BY[kind])
             run_together = view.skeleton_spaced.replace(" ", "")
             keys = tuple(f" {form} " for form in sorted({view.skeleton_spaced, view.skeleton_joined, run_together}))
             run_key = run_together if kind in _RUN_KINDS and len(run_together) >= _MIN_RUN_TERM else None
@@ -214,14 +214,23 @@ class TermIndex:
     ) -> None:
         ends: dict[int, list[int]] = {value_id: [] for value_id in hideable}
         spans: dict[TermKind, list[_Span]] = {}
-        ends_of = ends.get
+        # per suppressor value, the span lists (one per kind it suppresses) its matches go to
+        span_lists = {
+            value_id: [spans.setdefault(kind, []) for kind in value[1]]
+            for value_id, value in distinct.items()
+            if value[1]
+        }
+        ends_of, span_lists_of = ends.get, span_lists.get
         for end, value in pairs:
-            value_ends = ends_of(id(value))
+            value_id = id(value)
+            value_ends = ends_of(value_id)
             if value_ends is not None:
                 value_ends.append(end)
-            if value[1]:
-                for kind in value[1]:
-                    spans.setdefault(kind, []).append((end - value[0] + 1, end))
+            targets = span_lists_of(value_id)
+            if targets is not None:
+                span = (end - value[0] + 1, end)
+                for target in targets:
+                    target.append(span)
         covers: dict[frozenset[TermKind], _Cover] = {}
         for value_id, refs in hideable.items():
             length = distinct[value_id][0]
@@ -278,9 +287,12 @@ _NEVER = "\x00"
 def _automaton(keyed: Mapping[str, tuple[set[TermKind], set[TermRef]]]) -> ahocorasick.Automaton:
     automaton = ahocorasick.Automaton()
     automaton.add_word(_NEVER, (1, (), ()))
+    # Keys with equal values share one value object: fewer objects for the garbage collector to
+    # walk on every full collection, and equal values are interchangeable when scanning.
+    shared: dict[_Value, _Value] = {}
     for key, (suppresses, refs) in keyed.items():
         if suppresses or refs:
             value = (len(key), tuple(sorted(suppresses)), tuple(sorted(refs, key=lambda r: (r.kind, r.term))))
-            automaton.add_word(key, value)
+            automaton.add_word(key, shared.setdefault(value, value))
     automaton.make_automaton()
     return automaton

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import app.models  # noqa: F401  (a worker alone must still know every table its rows point to)
 from app.config import Settings
 from app.db import Database
 from app.kit.clock import utcnow

@@ -87,6 +87,12 @@ def test_weight_numbers_leave_the_term_views_so_neighbours_stay_adjacent() -> No
     assert view.ages == "little 1#2 girl cat dog 10 lora style v2 0#8"
 
 
+@pytest.mark.parametrize("repeat", [1, 100])  # few dots are walked, many are replaced in bulk
+def test_decimals_read_the_same_however_many_dots_a_prompt_has(repeat: int) -> None:
+    view = normalize("(age:1.5), 15 y.o., 1..2, .5, 5., v1.5.2; " * repeat)
+    assert view.ages == " ".join(["age 1#5 15 y o 1 2 5 5 v1#5#2"] * repeat)
+
+
 def test_unicode_digits_become_ascii_digits() -> None:
     assert normalize("１５ yo").ages == "15 yo"
     assert normalize("⑮yo").ages == "15yo"

@@ -76,6 +76,13 @@ def test_require_context_names_match_only_next_to_an_artist_cue(matcher: OptOutM
         assert hit is not None and hit.entry_id == 4, prompt
 
 
+def test_one_character_names_always_need_an_artist_cue() -> None:
+    matcher = OptOutMatcher.build([OptOutEntry(10, "X")])
+    assert matcher.find("x-ray of a hand, x") is None
+    hit = matcher.find("portrait by X")
+    assert hit is not None and hit.entry_id == 10
+
+
 def test_leet_is_not_folded_for_artist_names() -> None:
     matcher = OptOutMatcher.build([OptOutEntry(9, "ili")])
     assert matcher.find("ill, lil, 1l1") is None
