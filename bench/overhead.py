@@ -26,12 +26,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _service import customer_key, percentile, running_service, scratch_database  # noqa: E402
+from _service import customer_key, percentile, running_service, scratch_database
 
-from app.config import demo_model_spec  # noqa: E402
-from app.runtime.demo_model import write_demo_model  # noqa: E402
-from app.runtime.pipelines import load_model  # noqa: E402
-from app.runtime.types import GenerationParams, ImagePrompt  # noqa: E402
+from app.config import demo_model_spec
+from app.runtime.demo_model import write_demo_model
+from app.runtime.pipelines import load_model
+from app.runtime.types import GenerationParams, ImagePrompt
 
 
 def main() -> None:
@@ -57,7 +57,6 @@ def main() -> None:
 
     raw_call(0)  # warm-up
     raw = [raw_call(i) for i in range(args.requests)]
-    del model
 
     body = {"prompt": "a pony in a meadow", "size": f"{args.size}x{args.size}", "steps": args.steps,
             "response_format": "b64_json", "sampler": "Euler a", "guidance_scale": 5.0}

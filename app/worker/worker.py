@@ -17,10 +17,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import cast
+
+from PIL import Image
 
 import app.models  # noqa: F401  (a worker alone must still know every table its rows point to)
 from app.config import Settings
 from app.db import Database
+from app.generation.schemas import OutputFormat
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.metering import repository as ledger
@@ -212,10 +216,11 @@ class QueueWorker:
                 for job_id in monitor.job_ids:
                     self.events.job_changed(job_id)
 
-    async def _encode(self, slots: list[Slot], images: list[object]) -> list[bytes]:
+    async def _encode(self, slots: list[Slot], images: Sequence[Image.Image]) -> list[bytes]:
         loop = asyncio.get_running_loop()
         futures = [
-            loop.run_in_executor(self._encoder, encode_image, img, slot.job.output_format, infotext(slot))
+            loop.run_in_executor(self._encoder, encode_image, img, cast(OutputFormat, slot.job.output_format),
+                                 infotext(slot))
             for slot, img in zip(slots, images, strict=True)
         ]
         return list(await asyncio.gather(*futures))
