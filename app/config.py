@@ -14,8 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Family = Literal["sdxl"]
+Family = Literal["sdxl", "sd3", "auraflow"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 DEMO_MODEL_NAME = "demo"
 
@@ -57,9 +58,37 @@ class ModelSpec(BaseModel):
     # configs, tokenizers). Without it the bundled SDXL base configs are used (right for Pony V6 XL).
     config: Path | None = None
     nsfw_capable: bool = False
+    # A VAE to use instead of the model's own: a diffusers folder (config.json, or a vae/
+    # subfolder) or one .safetensors file in diffusers or original layout.
+    vae: Path | None = None
+    # "auto" keeps the VAE in the model's dtype. "float32" decodes in full precision (what
+    # the SDXL VAE needs under float16); nothing is upcast unless this says so.
+    vae_dtype: DType = "auto"
+    # A1111 numbering (1 = last CLIP layer, 2 = penultimate); used when a request names none.
+    clip_skip: int | None = Field(default=None, ge=1, le=32)
+    # When set, only these sizes ("832x1216") or aspect ratios ("13:19") are accepted.
+    allowed_sizes: list[str] | None = None
+    allowed_aspect_ratios: list[str] | None = None
+    # torch.compile the UNet/transformer at load (CUDA). Calls are padded up to the next of
+    # compile_batch_sizes, each warmed at start-up, so requests never trigger a recompile.
+    compile: bool = False
+    compile_batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    compile_mode: CompileMode = "default"
+
+    @model_validator(mode="after")
+    def _family_defaults(self) -> ModelSpec:
+        from app.runtime.families import family_traits
+
+        # Flow-matching families have no "Euler a"; a spec that does not choose gets the family's default.
+        if "sampler" not in self.defaults.model_fields_set:
+            self.defaults.sampler = family_traits(self.family).default_sampler
+        return self
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> ModelSpec:
+        from app.runtime.families import family_traits
+
+        multiple = family_traits(self.family).size_multiple
         d = self.defaults
         if d.steps > self.max_steps:
             raise ValueError(f"defaults.steps {d.steps} exceeds max_steps {self.max_steps}")
@@ -67,8 +96,27 @@ class ModelSpec(BaseModel):
             ("width", d.width, self.min_width, self.max_width),
             ("height", d.height, self.min_height, self.max_height),
         ):
-            if value % 8 or not lo <= value <= hi:
-                raise ValueError(f"defaults.{label} {value} must be a multiple of 8 within [{lo}, {hi}]")
+            if value % multiple or not lo <= value <= hi:
+                raise ValueError(f"defaults.{label} {value} must be a multiple of {multiple} within [{lo}, {hi}]")
+        return self
+
+    @model_validator(mode="after")
+    def _size_rules(self) -> ModelSpec:
+        from app.runtime.sizes import check_size, parse_aspect_ratio, parse_size
+
+        for text in self.allowed_sizes or ():
+            width, height = parse_size(text)
+            problem = check_size(self, width, height, restrict=False)
+            if problem is not None:
+                raise ValueError(f"allowed_sizes entry {text!r}: {problem}")
+        for text in self.allowed_aspect_ratios or ():
+            parse_aspect_ratio(text)
+        if any(size < 1 for size in self.compile_batch_sizes):
+            raise ValueError("compile_batch_sizes must be positive")
+        self.compile_batch_sizes = sorted(set(self.compile_batch_sizes))
+        problem = check_size(self, self.defaults.width, self.defaults.height)
+        if problem is not None:
+            raise ValueError(f"defaults: {problem}")
         return self
 
     def revise_prompt(self, prompt: str) -> str:

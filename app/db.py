@@ -120,3 +120,14 @@ async def session_dependency(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(session_dependency, scope="function")]
+
+
+def dialect_insert(session: AsyncSession) -> Any:
+    """The dialect's INSERT, which (unlike the generic one) has ON CONFLICT clauses."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

@@ -13,17 +13,21 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("ponyserve.errors")
 
 
 class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     type: str
     code: str
     message: str
     param: str | None = None
+    limit: int | None = Field(default=None, description="On quota errors: the limit that was reached")
+    resets_at: str | None = Field(default=None, description="On quota errors: when the period resets (UTC)")
 
 
 class ErrorResponse(BaseModel):
@@ -42,6 +46,7 @@ class AppError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -49,9 +54,16 @@ class AppError(Exception):
             self.code = code
         self.param = param
         self.headers = headers or {}
+        # Machine-readable details beside the standard fields (e.g. a quota's limit and reset time).
+        self.extra = extra or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"type": self.type, "code": self.code, "message": self.message, "param": self.param}}
+        return {"error": {"type": self.type, "code": self.code, "message": self.message, "param": self.param,
+                          **self.extra}}
+
+    @staticmethod
+    def unprocessable(message: str, *, code: str, param: str | None = None) -> AppError:
+        return MalformedBody(message, code=code, param=param)
 
 
 class InvalidRequest(AppError):

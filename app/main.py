@@ -11,13 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.admin.endpoints import router as admin_router
+from app.compat.endpoints import router as compat_router
 from app.config import Settings, get_settings
 from app.context import AppContext
 from app.db import Database
 from app.errors import install_error_handlers
 from app.generation.catalog import ModelCatalog
 from app.generation.endpoints import router as generation_router
+from app.generation.events import router as generation_events_router
 from app.generation.service import Presenter
+from app.metering.endpoints import router as usage_router
 from app.observability.endpoints import router as ops_router
 from app.observability.fleet import FLEET
 from app.observability.middleware import RequestMiddleware
@@ -83,6 +86,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(generation_router)
+    app.include_router(generation_events_router)
+    app.include_router(compat_router)
     app.include_router(admin_router)
+    app.include_router(usage_router)
     app.include_router(ops_router)
     return app

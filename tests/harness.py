@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -75,3 +77,70 @@ def new_customer(client: httpx.Client, admin_key: str, *, plan: str = "free",
                       headers=auth)
     assert key.status_code == 201, key.text
     return Customer(account_id=acct.json()["id"], key=key.json()["key"], key_id=key.json()["id"])
+
+
+def service_env(database_url: str, data_dir: Path, demo_model_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for `ponyserve` subprocesses sharing one database, image dir and demo model."""
+    import os
+
+    return {**os.environ, "PONYSERVE_DATABASE_URL": database_url, "PONYSERVE_DATA_DIR": str(data_dir),
+            "PONYSERVE_DEMO_MODEL_PATH": str(demo_model_dir), "PONYSERVE_HEARTBEAT_SECONDS": "0.5",
+            "PONYSERVE_LOG_JSON": "false",
+            # Several torch processes on a small CI machine: one thread each, or they fight over the cores.
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A `ponyserve` subprocess; output goes to a file (an unread pipe fills up and blocks the child)."""
+    with log.open("ab") as sink:
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT)
+
+
+def spawn_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = spawn(["serve", "--no-embedded-worker", "--port", str(port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"API process did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def bootstrap_admin(settings: Settings) -> str:
+    import asyncio
+
+    from app.cli import _bootstrap
+
+    token = asyncio.run(_bootstrap(settings))
+    assert token is not None
+    return token
+
+
+def wait_jobs_finished(client: httpx.Client, headers: dict[str, str], job_ids: list[str], timeout: float = 180
+                       ) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [client.get(f"/v1/generations/{j}", headers=headers).json() for j in job_ids]
+        if all(j["status"] in ("succeeded", "failed", "cancelled") for j in jobs):
+            return jobs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"jobs still unfinished: {[j['status'] for j in jobs]}")
+        time.sleep(0.3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -28,6 +29,13 @@ class Plan(Base):
     max_n: Mapped[int] = mapped_column(Integer)
     # Higher runs first in the queue.
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    # In flight = queued + running; queued = waiting for a worker.
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
+    # None = every model.
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -38,6 +46,8 @@ class Account(Base):
     name: Mapped[str] = mapped_column(String(200))
     plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # Any plan limit, replaced for this account ({"monthly_image_quota": 5000, ...}).
+    limit_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     plan: Mapped[Plan] = relationship(lazy="joined")
@@ -53,6 +63,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list[str]] = mapped_column(JSON)
+    # Limits this key must respect on top of its account's; only tighter values take effect.
+    limit_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

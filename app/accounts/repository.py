@@ -15,6 +15,10 @@ async def plan_by_code(session: AsyncSession, code: str) -> Plan | None:
     return (await session.execute(select(Plan).where(Plan.code == code))).scalar_one_or_none()
 
 
+async def list_plans(session: AsyncSession) -> Sequence[Plan]:
+    return (await session.execute(select(Plan).order_by(Plan.id))).scalars().all()
+
+
 async def account_by_id(session: AsyncSession, account_id: str) -> Account | None:
     return await session.get(Account, account_id)
 

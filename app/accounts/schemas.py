@@ -52,6 +52,7 @@ class KeyCreate(BaseModel):
 
     name: str = Field(default="", max_length=200)
     scopes: list[Scope] = Field(default=["generate"], min_length=1)
+    limit_overrides: LimitOverrides | None = Field(default=None, description="Tighter limits for this key only")
 
 
 class KeyOut(BaseModel):
@@ -62,9 +63,80 @@ class KeyOut(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
+    limit_overrides: dict[str, object]
     created_at: datetime
     revoked_at: datetime | None
 
 
 class KeyCreated(KeyOut):
     key: str = Field(description="The secret key. Shown once: only its hash is stored.")
+
+
+class LimitOverrides(BaseModel):
+    """Any plan limit, for one account (replaces the plan's) or one key (may only tighten)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    monthly_image_quota: int | None = Field(default=None, ge=0)
+    daily_image_quota: int | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    burst: int | None = Field(default=None, ge=1)
+    max_concurrent_jobs: int | None = Field(default=None, ge=1)
+    max_queued_jobs: int | None = Field(default=None, ge=1)
+    max_width: int | None = Field(default=None, ge=64)
+    max_height: int | None = Field(default=None, ge=64)
+    max_steps: int | None = Field(default=None, ge=1)
+    max_n: int | None = Field(default=None, ge=1)
+    priority: int | None = None
+    allowed_models: list[str] | None = None
+
+
+class PlanFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    monthly_image_quota: int | None = Field(default=None, ge=0, description="null = unlimited")
+    daily_image_quota: int | None = Field(default=None, ge=0, description="null = unlimited")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="null = no rate limit")
+    burst: int | None = Field(default=None, ge=1)
+    max_concurrent_jobs: int | None = Field(default=None, ge=1, description="queued + running jobs per key")
+    max_queued_jobs: int | None = Field(default=None, ge=1, description="queued jobs per key")
+    max_width: int | None = Field(default=None, ge=64)
+    max_height: int | None = Field(default=None, ge=64)
+    max_steps: int | None = Field(default=None, ge=1)
+    max_n: int | None = Field(default=None, ge=1)
+    priority: int | None = None
+    allowed_models: list[str] | None = Field(default=None, description="null = every model")
+
+
+class PlanCreate(PlanFields):
+    code: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    max_width: int = Field(default=1024, ge=64)
+    max_height: int = Field(default=1024, ge=64)
+    max_steps: int = Field(default=50, ge=1)
+    max_n: int = Field(default=4, ge=1)
+    priority: int = 0
+
+
+class PlanDetail(PlanOut):
+    requests_per_minute: int | None
+    burst: int | None
+    max_concurrent_jobs: int | None
+    max_queued_jobs: int | None
+    allowed_models: list[str] | None
+
+
+class AccountPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    plan: str | None = Field(default=None, description="Plan code")
+    status: Literal["active", "suspended"] | None = None
+    limit_overrides: LimitOverrides | None = Field(
+        default=None, description="Replaces the account's overrides; fields left null follow the plan"
+    )
+
+
+class AccountDetail(AccountOut):
+    limit_overrides: dict[str, object]

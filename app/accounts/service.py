@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as repo
 from app.accounts.models import SCOPES, Account, ApiKey, Plan
-from app.errors import AuthenticationError, InvalidRequest, NotFound, PermissionDenied
+from app.errors import AuthenticationError, Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.kit.tokens import generate_token, parse_prefix, token_matches
@@ -53,7 +54,8 @@ async def list_accounts(session: AsyncSession, *, limit: int, offset: int) -> Se
 
 
 async def create_key(
-    session: AsyncSession, *, account_id: str, name: str = "", scopes: Iterable[str] = ("generate",)
+    session: AsyncSession, *, account_id: str, name: str = "", scopes: Iterable[str] = ("generate",),
+    limit_overrides: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key for the account; the clear token is returned here and never stored."""
     account = await get_account(session, account_id)
@@ -65,6 +67,7 @@ async def create_key(
     key = ApiKey(
         id=new_id("key"), account_id=account.id, name=name, prefix=token.prefix, key_hash=token.hash,
         scopes=scope_list, created_at=utcnow(),
+        limit_overrides={k: v for k, v in (limit_overrides or {}).items() if v is not None},
     )
     session.add(key)
     await session.flush()
@@ -95,3 +98,47 @@ async def authenticate(session: AsyncSession, token: str | None) -> Principal:
 
 async def list_keys(session: AsyncSession, account_id: str) -> Sequence[ApiKey]:
     return await repo.keys_of_account(session, account_id)
+
+
+async def list_plans(session: AsyncSession) -> Sequence[Plan]:
+    return await repo.list_plans(session)
+
+
+async def get_plan(session: AsyncSession, code: str) -> Plan:
+    plan = await repo.plan_by_code(session, code)
+    if plan is None:
+        raise NotFound(f"No plan '{code}'.", param="code")
+    return plan
+
+
+async def create_plan(session: AsyncSession, values: dict[str, Any]) -> Plan:
+    if await repo.plan_by_code(session, values["code"]) is not None:
+        raise Conflict(f"Plan '{values['code']}' already exists.", code="plan_exists", param="code")
+    plan = Plan(**values, created_at=utcnow())
+    session.add(plan)
+    await session.flush()
+    return plan
+
+
+async def update_plan(session: AsyncSession, code: str, changes: dict[str, Any]) -> Plan:
+    plan = await get_plan(session, code)
+    for name, value in changes.items():
+        setattr(plan, name, value)
+    await session.flush()
+    return plan
+
+
+async def update_account(session: AsyncSession, account_id: str, changes: dict[str, Any]) -> Account:
+    account = await get_account(session, account_id)
+    if "plan" in changes:
+        plan = await repo.plan_by_code(session, changes.pop("plan"))
+        if plan is None:
+            raise InvalidRequest("Unknown plan.", code="unknown_plan", param="plan")
+        account.plan_id, account.plan = plan.id, plan
+    if "limit_overrides" in changes:
+        overrides = changes.pop("limit_overrides") or {}
+        account.limit_overrides = {k: v for k, v in overrides.items() if v is not None}
+    for name, value in changes.items():
+        setattr(account, name, value)
+    await session.flush()
+    return account

@@ -8,7 +8,19 @@ from fastapi import APIRouter
 
 from app.accounts import service as accounts
 from app.accounts.auth import AdminCaller
-from app.accounts.schemas import AccountCreate, AccountList, AccountOut, KeyCreate, KeyCreated, KeyOut
+from app.accounts.schemas import (
+    AccountCreate,
+    AccountDetail,
+    AccountList,
+    AccountOut,
+    AccountPatch,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    PlanCreate,
+    PlanDetail,
+    PlanFields,
+)
 from app.db import SessionDep
 from app.errors import COMMON_ERROR_RESPONSES, ErrorResponse
 from app.kit.pagination import PageDep
@@ -31,16 +43,44 @@ async def list_accounts(_: AdminCaller, session: SessionDep, page: PageDep) -> A
     return AccountList(data=[AccountOut.model_validate(a) for a in rows], limit=page.limit, offset=page.offset)
 
 
-@router.get("/accounts/{account_id}", response_model=AccountOut, responses=_404)
-async def get_account(account_id: str, _: AdminCaller, session: SessionDep) -> AccountOut:
-    """One account with its plan."""
-    return AccountOut.model_validate(await accounts.get_account(session, account_id))
+@router.get("/accounts/{account_id}", response_model=AccountDetail, responses=_404)
+async def get_account(account_id: str, _: AdminCaller, session: SessionDep) -> AccountDetail:
+    """One account with its plan and limit overrides."""
+    return AccountDetail.model_validate(await accounts.get_account(session, account_id))
+
+
+@router.patch("/accounts/{account_id}", response_model=AccountDetail, responses=_404)
+async def update_account(account_id: str, body: AccountPatch, _: AdminCaller, session: SessionDep) -> AccountDetail:
+    """Change an account's name, plan, status (`suspended` refuses its keys) or limit overrides."""
+    changes = body.model_dump(exclude_unset=True)
+    account = await accounts.update_account(session, account_id, changes)
+    return AccountDetail.model_validate(account)
+
+
+@router.get("/plans", response_model=list[PlanDetail])
+async def list_plans(_: AdminCaller, session: SessionDep) -> list[PlanDetail]:
+    """Every plan with its limits."""
+    return [PlanDetail.model_validate(p) for p in await accounts.list_plans(session)]
+
+
+@router.post("/plans", status_code=201, response_model=PlanDetail, responses={409: {"model": ErrorResponse}})
+async def create_plan(body: PlanCreate, _: AdminCaller, session: SessionDep) -> PlanDetail:
+    """Create a plan. Unset limits are unlimited (quotas, rate, concurrency) or take the defaults shown."""
+    return PlanDetail.model_validate(await accounts.create_plan(session, body.model_dump()))
+
+
+@router.patch("/plans/{code}", response_model=PlanDetail, responses=_404)
+async def update_plan(code: str, body: PlanFields, _: AdminCaller, session: SessionDep) -> PlanDetail:
+    """Change a plan's limits; fields sent as null become unlimited. Applies from the next request."""
+    return PlanDetail.model_validate(await accounts.update_plan(session, code, body.model_dump(exclude_unset=True)))
 
 
 @router.post("/accounts/{account_id}/keys", status_code=201, response_model=KeyCreated, responses=_404)
 async def create_key(account_id: str, body: KeyCreate, _: AdminCaller, session: SessionDep) -> KeyCreated:
     """Issue an API key. The secret `key` is in this response only; store it now."""
-    key, token = await accounts.create_key(session, account_id=account_id, name=body.name, scopes=body.scopes)
+    overrides = body.limit_overrides.model_dump() if body.limit_overrides else None
+    key, token = await accounts.create_key(session, account_id=account_id, name=body.name, scopes=body.scopes,
+                                           limit_overrides=overrides)
     return KeyCreated(**KeyOut.model_validate(key).model_dump(), key=token)
 
 

@@ -31,30 +31,41 @@ from app.runtime.samplers import sampler_names
 router = APIRouter(tags=["generation"], responses=COMMON_ERROR_RESPONSES)
 
 _STARTED = int(time.time())
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Retries with the same key and body return the original result "
+                                                "and are not charged again (kept 24 h)."),
+]
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})")
 
 
 @router.post(
     "/v1/images/generations",
     response_model=ImagesResponse,
-    responses={502: {"model": ErrorResponse, "description": "The generation failed"},
+    responses={402: {"model": ErrorResponse, "description": "Daily or monthly image quota used up"},
+               409: {"model": ErrorResponse, "description": "Same Idempotency-Key still being accepted"},
+               429: {"model": ErrorResponse, "description": "Rate, concurrency or queue limit; see Retry-After"},
+               502: {"model": ErrorResponse, "description": "The generation failed"},
                503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"},
                504: {"model": ErrorResponse, "description": "Not finished within the server's wait limit"}},
 )
 async def create_image(
-    body: GenerationRequest, caller: GenerateCaller, ctx: ContextDep, request: Request
+    body: GenerationRequest, caller: GenerateCaller, ctx: ContextDep, request: Request, response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> ImagesResponse:
     """Generate images synchronously (OpenAI Images API compatible).
 
     The request is queued like any other and the connection is held until the
     images are ready. Disconnecting cancels the job, and a cancelled or failed
-    job is not charged.
+    job is not charged. With an `Idempotency-Key`, a retry of the same body gets
+    the original images and is not charged again.
     """
-    async with ctx.db.unit_of_work() as session:
-        job = await service.submit(session, caller, body, ctx.catalog, max_queue_depth=ctx.settings.max_queue_depth)
+    accepted = await service.accept(ctx.db, caller, body, ctx.catalog, endpoint="images.generations",
+                                    max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key)
+    response.headers.update(accepted.headers())
     ctx.events.work_available()
     job = await service.wait_until_finished(
-        ctx.db, ctx.events, job.id, ctx.settings.max_wait_seconds, disconnected=request.is_disconnected
+        ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds, disconnected=request.is_disconnected
     )
     if job.status == JobStatus.SUCCEEDED:
         async with ctx.db.unit_of_work() as session:
@@ -64,7 +75,8 @@ async def create_image(
             await service.cancel(session, caller, job.id)
         raise Timeout(f"Generation {job.id} did not finish within {ctx.settings.max_wait_seconds:g}s; "
                       "it was cancelled and not charged.")
-    raise GenerationFailed(job.error_message or f"Generation {job.status}.", code=job.error_code or "generation_failed")
+    raise GenerationFailed(job.error_message or f"Generation {job.status}.", code=job.error_code or "generation_failed",
+                           headers=accepted.headers())
 
 
 @router.post(
@@ -72,6 +84,9 @@ async def create_image(
     status_code=202,
     response_model=JobOut,
     responses={200: {"model": JobOut, "description": "Finished within the Prefer: wait time"},
+               402: {"model": ErrorResponse, "description": "Daily or monthly image quota used up"},
+               409: {"model": ErrorResponse, "description": "Same Idempotency-Key still being accepted"},
+               429: {"model": ErrorResponse, "description": "Rate, concurrency or queue limit; see Retry-After"},
                503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"}},
 )
 async def create_generation(
@@ -80,16 +95,19 @@ async def create_generation(
     ctx: ContextDep,
     request: Request,
     prefer: Annotated[str | None, Header(description="'wait=N' holds the request up to N seconds")] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Queue a generation and return the job at once (202).
 
     With `Prefer: wait=N` the response waits up to N seconds and comes back 200
     with the finished job if it finishes in time (202 with the job otherwise).
+    With an `Idempotency-Key`, a retry of the same body returns the original job.
     """
-    async with ctx.db.unit_of_work() as session:
-        job = await service.submit(session, caller, body, ctx.catalog, max_queue_depth=ctx.settings.max_queue_depth)
+    accepted = await service.accept(ctx.db, caller, body, ctx.catalog, endpoint="generations",
+                                    max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key)
     ctx.events.work_available()
-    headers = {"Location": f"/v1/generations/{job.id}"}
+    job = accepted.job
+    headers = {"Location": f"/v1/generations/{job.id}", **accepted.headers()}
     match = _PREFER_WAIT.search(prefer or "")
     if match:
         wait = min(float(match.group(1)), ctx.settings.max_wait_seconds)

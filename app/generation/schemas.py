@@ -54,6 +54,7 @@ class GenerationRequest(BaseModel):
 class UsageBlock(BaseModel):
     images: int = Field(description="Images charged for this request.")
     megapixel_steps: float = Field(description="Sum over images of width×height/10⁶ × steps.")
+    price_units: int = Field(description="Thousandths of a reference image (1024×1024, 30 steps).")
     gpu_seconds: float | None = Field(default=None, description="Accelerator time spent, when finished.")
 
 

@@ -10,13 +10,15 @@ import asyncio
 import base64
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
 from app.config import ModelSpec
 from app.db import Database
-from app.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
+from app.errors import AppError, Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from app.generation.catalog import ModelCatalog
 from app.generation.schemas import (
     GenerationRequest,
@@ -31,10 +33,13 @@ from app.generation.schemas import (
 )
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
-from app.metering.service import megapixel_steps
+from app.metering.service import megapixel_steps, price_units
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus
 from app.queue.notify import JobEvents, publish_job_changed, publish_work
+from app.quotas import service as quotas
+from app.quotas.limits import Limits, effective_limits
+from app.quotas.service import RateDecision
 from app.runtime.samplers import resolve_sampler, sampler_names
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner
@@ -62,20 +67,19 @@ def _resolve_size(req: GenerationRequest, spec: ModelSpec) -> tuple[int, int]:
     return width, height
 
 
-def _check_plan(principal: Principal, *, width: int, height: int, steps: int, n: int) -> None:
-    plan = principal.plan
+def _check_plan(principal: Principal, limits: Limits, *, width: int, height: int, steps: int, n: int) -> None:
     for label, value, limit in (
-        ("width", width, plan.max_width), ("height", height, plan.max_height),
-        ("steps", steps, plan.max_steps), ("n", n, plan.max_n),
+        ("width", width, limits.max_width), ("height", height, limits.max_height),
+        ("steps", steps, limits.max_steps), ("n", n, limits.max_n),
     ):
         if value > limit:
             raise PermissionDenied(
-                f"{label} {value} exceeds your plan's limit of {limit} ('{plan.code}').",
+                f"{label} {value} exceeds your plan's limit of {limit} ('{principal.plan.code}').",
                 code="plan_limit_exceeded", param=label,
             )
 
 
-def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec) -> Job:
+def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, limits: Limits) -> Job:
     """The job a valid request becomes; raises on the first invalid parameter."""
     width, height = _resolve_size(req, spec)
     steps = req.steps if req.steps is not None else spec.defaults.steps
@@ -89,7 +93,7 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec) -> 
             f"Unknown sampler '{req.sampler}'. Accepted: {', '.join(sampler_names())}.", code="invalid_sampler",
             param="sampler",
         ) from None
-    _check_plan(principal, width=width, height=height, steps=steps, n=req.n)
+    _check_plan(principal, limits, width=width, height=height, steps=steps, n=req.n)
     guidance = req.guidance_scale if req.guidance_scale is not None else spec.defaults.guidance_scale
     # Seeds of a job are seed, seed+1, … (A1111's convention); keep the last one in range.
     seed = req.seed if req.seed is not None else secrets.randbelow(2**32 - req.n)
@@ -98,7 +102,7 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec) -> 
     negative = req.negative_prompt or ""
     return Job(
         id=new_id("gen"), account_id=principal.account.id, api_key_id=principal.key.id,
-        status=JobStatus.QUEUED, priority=principal.plan.priority, model=spec.name, license=spec.license,
+        status=JobStatus.QUEUED, priority=limits.priority, model=spec.name, license=spec.license,
         prompt=req.prompt, negative_prompt=negative, revised_prompt=spec.revise_prompt(req.prompt),
         revised_negative_prompt=spec.revise_negative_prompt(req.negative_prompt), width=width, height=height,
         steps=steps, guidance_scale=guidance, sampler=sampler, seed=seed, n=req.n,
@@ -110,18 +114,84 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec) -> 
 
 async def submit(
     session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *,
-    max_queue_depth: int,
+    limits: Limits, max_queue_depth: int, now: datetime, idempotency_key: str | None = None,
 ) -> Job:
-    """Validates and enqueues in the caller's transaction; workers are woken when it commits."""
+    """Validates, checks in-flight limits, reserves quota and enqueues — all in the caller's
+    transaction, so a refusal anywhere leaves nothing behind. Workers wake when it commits."""
     spec = catalog.get(req.model)
-    job = build_job(principal, req, spec)
+    if not limits.allows_model(spec.name):
+        raise PermissionDenied(f"Your plan does not include model '{spec.name}'.", code="model_not_allowed",
+                               param="model")
+    job = build_job(principal, req, spec, limits)
+    job.idempotency_key = idempotency_key
     depth = (await queue.count_by_status(session, [JobStatus.QUEUED]))[JobStatus.QUEUED]
     if depth >= max_queue_depth:
         raise ServiceUnavailable("The queue is full; retry shortly.", code="queue_full",
                                  headers={"Retry-After": "5"})
+    await quotas.check_inflight(session, principal.key, limits)
+    await quotas.reserve(session, principal.account, principal.key, job, now)
     await queue.insert_job(session, job)
     await publish_work(session, job.model)
     return job
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    rate: RateDecision | None
+    replayed: bool
+
+    def headers(self) -> dict[str, str]:
+        headers = self.rate.headers() if self.rate else {}
+        if self.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return headers
+
+
+async def accept(
+    db: Database, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *, endpoint: str,
+    max_queue_depth: int, idempotency_key: str | None,
+) -> Accepted:
+    """The whole acceptance path of both generation POSTs: rate limit, idempotency, enqueue.
+
+    Each step is its own short transaction: the rate-limit token is spent even when the
+    request is then refused, and the idempotency claim is visible to concurrent retries
+    (which get 409) while this request is still being accepted.
+    """
+    now = utcnow()
+    limits = effective_limits(principal.account, principal.key)
+    async with db.unit_of_work() as session:
+        rate = await quotas.take_rate_token(session, principal.key, limits, now)
+    try:
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 255:
+                raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", code="invalid_idempotency_key",
+                                     param="Idempotency-Key")
+            fingerprint = quotas.request_fingerprint(endpoint, req.model_dump(mode="json"))
+            async with db.unit_of_work() as session:
+                original = await quotas.begin_idempotent(session, principal.key, idempotency_key, endpoint,
+                                                         fingerprint, now)
+            if original is not None:
+                async with db.unit_of_work() as session:
+                    job = await queue.get_job(session, original)
+                assert job is not None
+                return Accepted(job=job, rate=rate, replayed=True)
+        try:
+            async with db.unit_of_work() as session:
+                job = await submit(session, principal, req, catalog, limits=limits, max_queue_depth=max_queue_depth,
+                                   now=now, idempotency_key=idempotency_key)
+                if idempotency_key is not None:
+                    await quotas.finish_idempotent(session, principal.key, idempotency_key, job.id)
+        except BaseException:
+            if idempotency_key is not None:
+                async with db.unit_of_work() as session:
+                    await quotas.abandon_idempotent(session, principal.key, idempotency_key)
+            raise
+    except AppError as exc:
+        if rate is not None:
+            exc.headers = {**rate.headers(), **exc.headers}
+        raise
+    return Accepted(job=job, rate=rate, replayed=False)
 
 
 async def get_owned_job(session: AsyncSession, principal: Principal, job_id: str) -> Job:
@@ -136,7 +206,10 @@ async def cancel(session: AsyncSession, principal: Principal, job_id: str) -> Jo
     job = await get_owned_job(session, principal, job_id)
     if JobStatus(job.status).is_terminal:
         raise Conflict(f"Generation '{job_id}' has already {job.status}.", code="job_finished")
-    if not await queue.cancel_queued(session, job_id, utcnow()):
+    now = utcnow()
+    if await queue.cancel_queued(session, job_id, now):
+        await quotas.settle_job(session, job_id, 0, now)
+    else:
         await queue.request_cancel(session, job_id)
     await publish_job_changed(session, job_id)
     refreshed = await queue.get_job(session, job_id)
@@ -160,7 +233,10 @@ async def wait_until_finished(
             return job
         if disconnected is not None and await disconnected():
             async with db.unit_of_work() as session:
-                if not await queue.cancel_queued(session, job_id, utcnow()):
+                now = utcnow()
+                if await queue.cancel_queued(session, job_id, now):
+                    await quotas.settle_job(session, job_id, 0, now)
+                else:
                     await queue.request_cancel(session, job_id)
                 await publish_job_changed(session, job_id)
             events.job_changed(job_id)
@@ -172,6 +248,7 @@ async def wait_until_finished(
 def _usage(job: Job, outputs: Sequence[JobOutput]) -> UsageBlock:
     charged = len(outputs) if job.status == JobStatus.SUCCEEDED else 0
     return UsageBlock(images=charged, megapixel_steps=megapixel_steps(job.width, job.height, job.steps) * charged,
+                      price_units=price_units(job.width, job.height, job.steps) * charged,
                       gpu_seconds=job.gpu_seconds)
 
 

@@ -33,4 +33,6 @@ class UsageEntry(Base):
     steps: Mapped[int] = mapped_column(Integer)
     megapixel_steps: Mapped[float] = mapped_column(Float)
     gpu_seconds: Mapped[float] = mapped_column(Float)
+    # Thousandths of a reference image (1024x1024, 30 steps): what price plans multiply.
+    price_units: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

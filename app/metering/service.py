@@ -8,9 +8,17 @@ from datetime import datetime
 from app.metering.models import UsageEntry
 from app.queue.models import Job, JobOutput
 
+# The reference image that one price unit per thousand is measured against.
+_REFERENCE_MP_STEPS = 1024 * 1024 / 1_000_000 * 30
+
 
 def megapixel_steps(width: int, height: int, steps: int) -> float:
     return round(width * height / 1_000_000 * steps, 6)
+
+
+def price_units(width: int, height: int, steps: int) -> int:
+    """Thousandths of a 1024x1024, 30-step image: compute is what an image costs us."""
+    return max(1, round(1000 * megapixel_steps(width, height, steps) / _REFERENCE_MP_STEPS))
 
 
 def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, now: datetime) -> list[UsageEntry]:
@@ -21,7 +29,8 @@ def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, n
             job_id=job.id, image_id=out.id, api_key_id=job.api_key_id, account_id=job.account_id,
             model=job.model, license=job.license, images=1, width=out.width, height=out.height,
             steps=job.steps, megapixel_steps=megapixel_steps(out.width, out.height, job.steps),
-            gpu_seconds=round(per_image, 6), created_at=now,
+            gpu_seconds=round(per_image, 6), price_units=price_units(out.width, out.height, job.steps),
+            created_at=now,
         )
         for out in outputs
     ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -30,6 +30,7 @@ class Job(Base):
         # The claim query: queued jobs in priority order.
         Index("ix_jobs_claim", "status", "priority", "created_at"),
         Index("ix_jobs_account_created", "account_id", "created_at"),
+        Index("ix_jobs_key_status", "api_key_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -62,6 +63,12 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     gpu_seconds: Mapped[float | None] = mapped_column(Float)
+    # Quota reservation taken at enqueue: the periods it counts in and whether it is still
+    # held, turned into usage (committed) or given back (released).
+    quota_day: Mapped[date | None] = mapped_column(Date)
+    quota_month: Mapped[date | None] = mapped_column(Date)
+    reservation_state: Mapped[str] = mapped_column(String(12), default="none", server_default="none")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

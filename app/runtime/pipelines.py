@@ -1,11 +1,17 @@
-"""SDXL models loaded once and run as batched pipeline calls."""
+"""Models loaded once per device and run as batched pipeline calls, for every supported family.
+
+What differs between SDXL, SD3 and AuraFlow (pipeline class, text encoders,
+loading) sits behind ``app.runtime.families``; seeding, batching, samplers,
+progress, VAE decoding, OOM splitting and compilation are shared here.
+"""
 
 from __future__ import annotations
 
 import copy
-import json
+import gc
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,9 +19,20 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from app.config import ModelSpec
+from app.runtime.acceleration import (
+    bucket_for,
+    compile_denoiser,
+    is_cuda,
+    optimize_for_device,
+    pad_to_bucket,
+)
+from app.runtime.families import FamilyAdapter, adapter_for
+from app.runtime.families.common import a1111_to_diffusers_clip_skip, pipeline_class_name
+from app.runtime.memory import module_bytes
+from app.runtime.oom import OomPredicate, is_out_of_memory, run_with_oom_split
 from app.runtime.progress import disable_library_progress_bars
 from app.runtime.samplers import make_scheduler, resolve_sampler
-from app.runtime.single_file import checkpoint_keys, describe_layout_problem, load_single_file_pipeline
+from app.runtime.single_file import checkpoint_keys
 from app.runtime.types import (
     GenerationCancelled,
     GenerationParams,
@@ -28,42 +45,56 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+__all__ = [
+    "LoadedModel",
+    "a1111_to_diffusers_clip_skip",
+    "load_model",
+    "resolve_dtype",
+    "resolve_dtype_name",
+    "resolve_vae_dtype",
+]
+
 logger = logging.getLogger(__name__)
 
 # torch.Generator.manual_seed accepts exactly this range.
 _SEED_MIN = -(2**63)
 _SEED_MAX = 2**64 - 1
+_DTYPE_NAMES = ("float32", "bfloat16", "float16")
+# Steps per warm-up call: shapes, not step counts, decide what gets compiled.
+_WARM_UP_STEPS = 2
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """The torch dtype for a ModelSpec ``dtype`` on ``device``.
+def resolve_dtype_name(dtype: str, device: str) -> str:
+    """The concrete dtype name for a ModelSpec ``dtype`` on ``device`` (no torch import).
 
     "auto" is bfloat16 on accelerators (fp16 SDXL UNets can overflow, bf16
     has fp32's range) and float32 on CPU, where half precision is slow.
     """
+    if dtype == "auto":
+        return "float32" if device.split(":", 1)[0] == "cpu" else "bfloat16"
+    if dtype not in _DTYPE_NAMES:
+        raise ValueError(f"unsupported dtype {dtype!r}; expected auto, {', '.join(_DTYPE_NAMES)}")
+    return dtype
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype for a ModelSpec ``dtype`` on ``device`` (see ``resolve_dtype_name``)."""
     import torch
 
-    if dtype == "auto":
-        return torch.float32 if device.split(":", 1)[0] == "cpu" else torch.bfloat16
-    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in choices:
-        raise ValueError(f"unsupported dtype {dtype!r}; expected auto, {', '.join(choices)}")
-    return choices[dtype]
+    dtype_type: torch.dtype = getattr(torch, resolve_dtype_name(dtype, device))
+    return dtype_type
 
 
-def a1111_to_diffusers_clip_skip(clip_skip: int | None) -> int | None:
-    """Translate A1111's CLIP skip (1 = last layer, 2 = penultimate) to diffusers' SDXL argument.
+def resolve_vae_dtype(vae_dtype: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The VAE's dtype: the model's own for "auto", else the one configured."""
+    import torch
 
-    diffusers' SDXL ``encode_prompt`` reads ``hidden_states[-(clip_skip + 2)]``,
-    and ``hidden_states[-2]`` (the penultimate layer, which SDXL was trained on)
-    when ``clip_skip`` is None. A1111's ``n`` means ``hidden_states[-n]``, so the
-    diffusers value is ``n - 2``: 2 -> None (the default), 3 -> 1, and 1 -> -1,
-    which selects ``hidden_states[-1]``, the last layer before the final norm.
-    None (the caller did not ask) keeps SDXL's penultimate layer.
-    """
-    if clip_skip is None or clip_skip == 2:
-        return None
-    return clip_skip - 2
+    if vae_dtype == "auto":
+        return model_dtype
+    if vae_dtype not in _DTYPE_NAMES:
+        raise ValueError(f"unsupported vae_dtype {vae_dtype!r}; expected auto, {', '.join(_DTYPE_NAMES)}")
+    chosen: torch.dtype = getattr(torch, vae_dtype)
+    return chosen
 
 
 class _StepReporter:
@@ -93,26 +124,40 @@ class _StepReporter:
 
 
 class LoadedModel:
-    """One SDXL pipeline resident on one device.
+    """One pipeline resident on one device.
 
     ``generate`` may be called from any thread, but calls for one model must not
     overlap: they share the weights and the device. The worker runs them one at
     a time per model.
     """
 
-    def __init__(self, spec: ModelSpec, device: str, dtype: torch.dtype, pipeline: Any) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str,
+        dtype: torch.dtype,
+        pipeline: Any,
+        *,
+        adapter: FamilyAdapter | None = None,
+        batch_buckets: Sequence[int] | None = None,
+    ) -> None:
         self.spec = spec
         self.device = device
         self.dtype = dtype
+        self.adapter = adapter if adapter is not None else adapter_for(spec.family)
         self._pipeline = pipeline
         # A private deep copy: each call builds its scheduler from it, so no
         # call can leave sampler state behind for the next one.
         self._scheduler_config: Mapping[str, Any] = MappingProxyType(copy.deepcopy(dict(pipeline.scheduler.config)))
-        self._force_zeros_for_empty_prompt = bool(pipeline.config.get("force_zeros_for_empty_prompt", True))
-        self.max_clip_skip = min(
-            int(pipeline.text_encoder.config.num_hidden_layers),
-            int(pipeline.text_encoder_2.config.num_hidden_layers),
-        )
+        self.max_clip_skip: int | None = self.adapter.max_clip_skip(pipeline)
+        self.max_side: int | None = self.adapter.max_side(pipeline)
+        self.memory_bytes: int = module_bytes(pipeline)
+        # With a compiled denoiser, every call is padded to one of these batch sizes.
+        self.batch_buckets: tuple[int, ...] | None = tuple(sorted(set(batch_buckets))) if batch_buckets else None
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
 
     @property
     def pipeline(self) -> Any:
@@ -123,22 +168,34 @@ class LoadedModel:
     def scheduler_config(self) -> Mapping[str, Any]:
         return self._scheduler_config
 
+    def effective_clip_skip(self, params: GenerationParams) -> int | None:
+        """The request's CLIP skip, else the model's configured one; None for families without CLIP."""
+        if self.max_clip_skip is None:
+            return None
+        return params.clip_skip if params.clip_skip is not None else self.spec.clip_skip
+
     def check(self, params: GenerationParams, images: Sequence[ImagePrompt]) -> None:
         """Raise ``ValueError`` for a call this model cannot run, before any device work."""
         if not images:
             raise ValueError("at least one image is required")
-        if params.width <= 0 or params.height <= 0 or params.width % 8 or params.height % 8:
-            raise ValueError(f"size {params.width}x{params.height} must be positive multiples of 8")
+        multiple = self.adapter.traits.size_multiple
+        if params.width <= 0 or params.height <= 0 or params.width % multiple or params.height % multiple:
+            raise ValueError(f"size {params.width}x{params.height} must be positive multiples of {multiple}")
+        if self.max_side is not None and max(params.width, params.height) > self.max_side:
+            raise ValueError(
+                f"size {params.width}x{params.height} exceeds this model's largest side of {self.max_side}"
+            )
         if params.steps < 1:
             raise ValueError(f"steps must be at least 1, got {params.steps}")
         if not math.isfinite(params.guidance_scale) or params.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {params.guidance_scale}")
         try:
-            resolve_sampler(params.sampler)
+            resolve_sampler(params.sampler, family=self.family)
         except KeyError:
-            raise ValueError(f"unknown sampler {params.sampler!r}") from None
-        if params.clip_skip is not None and not 1 <= params.clip_skip <= self.max_clip_skip:
-            raise ValueError(f"clip_skip must be between 1 and {self.max_clip_skip}, got {params.clip_skip}")
+            raise ValueError(f"unknown sampler {params.sampler!r} for family {self.family!r}") from None
+        clip_skip = self.effective_clip_skip(params)
+        if clip_skip is not None and self.max_clip_skip is not None and not 1 <= clip_skip <= self.max_clip_skip:
+            raise ValueError(f"clip_skip must be between 1 and {self.max_clip_skip}, got {clip_skip}")
         for image in images:
             if not _SEED_MIN <= image.seed <= _SEED_MAX:
                 raise ValueError(f"seed {image.seed} is out of range")
@@ -155,14 +212,25 @@ class LoadedModel:
         out the same whether it runs alone or in a batch (up to float rounding
         in batched kernels). ``on_step(done, total)`` runs after each of the
         ``params.steps`` steps; returning False raises ``GenerationCancelled``.
+        With a compiled denoiser the call is padded to its batch bucket with
+        copies of the last image, whose outputs are dropped.
         """
         import torch
 
         self.check(params, images)
-        pipe = self._pipeline_for_call(make_scheduler(params.sampler, self._scheduler_config))
-        generators = [torch.Generator(device=self.device).manual_seed(image.seed) for image in images]
+        count = len(images)
+        batch = pad_to_bucket(images, self.batch_buckets) if self.batch_buckets else list(images)
+        scheduler = make_scheduler(params.sampler, self._scheduler_config, family=self.family)
+        pipe = self.adapter.pipeline_for_call(self._pipeline, scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        generators = [torch.Generator(device=self.device).manual_seed(image.seed) for image in batch]
         with torch.inference_mode():
-            embeddings = self._encode_prompts(pipe, params, images)
+            embeddings = self.adapter.encode(
+                pipe,
+                batch,
+                clip_skip=self.effective_clip_skip(params),
+                with_negatives=self.adapter.uses_negatives(pipe, params.guidance_scale),
+            )
             output = pipe(
                 **embeddings,
                 width=params.width,
@@ -171,125 +239,217 @@ class LoadedModel:
                 guidance_scale=params.guidance_scale,
                 generator=generators,
                 num_images_per_prompt=1,
-                output_type="pil",
+                output_type="latent",
                 callback_on_step_end=_StepReporter(params.steps, on_step),
             )
-        return list(output.images)
+            return self._decode(pipe, output.images[:count])
 
-    def _pipeline_for_call(self, scheduler: Any) -> Any:
-        # A pipeline object per call shares the modules but not the per-call
-        # state diffusers keeps on it (scheduler, guidance, interrupt flag).
-        components = {**self._pipeline.components, "scheduler": scheduler}
-        pipe = type(self._pipeline)(
-            **components,
-            force_zeros_for_empty_prompt=self._force_zeros_for_empty_prompt,
-            add_watermarker=False,
+    def generate_split(
+        self,
+        params: GenerationParams,
+        images: Sequence[ImagePrompt],
+        on_step: StepCallback | None = None,
+        *,
+        is_oom: OomPredicate = is_out_of_memory,
+    ) -> list[Image.Image | Exception]:
+        """``generate``, but a call that runs out of device memory is retried in halves.
+
+        Returns one entry per image, in order: the image, or the out-of-memory
+        error for an image that did not fit even alone. ``on_step`` restarts
+        from step 1 for each retried part. Invalid calls raise ``ValueError``
+        and cancellation raises ``GenerationCancelled``, as with ``generate``.
+        """
+        self.check(params, images)
+        return run_with_oom_split(
+            lambda part: self.generate(params, part, on_step),
+            list(images),
+            is_oom=is_oom,
+            on_oom=self._release_cached_memory,
         )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
 
-    def _encode_prompts(
-        self, pipe: Any, params: GenerationParams, images: Sequence[ImagePrompt]
-    ) -> dict[str, torch.Tensor]:
-        """Text embeddings for the batch, with CLIP skip applied to negatives too.
+    def warm_up(
+        self,
+        sizes: Sequence[tuple[int, int]] | None = None,
+        batch_sizes: Sequence[int] | None = None,
+    ) -> int:
+        """Run a short call for every size x batch size, so compilation happens now; returns the count.
 
-        diffusers applies ``clip_skip`` to the prompt only and always takes the
-        penultimate layer for the negative prompt; encoding both ourselves keeps
-        them consistent. An empty negative prompt becomes all-zero embeddings
-        (SDXL's ``force_zeros_for_empty_prompt``, which A1111 also applies),
-        decided per image so a batch matches its images run alone.
+        Defaults: the model's allowed sizes (else its default size) and its
+        batch buckets (else batch 1), at its default sampler and guidance.
+        """
+        defaults = self.spec.defaults
+        sizes = list(sizes) if sizes is not None else self.warm_up_sizes()
+        batch_sizes = list(batch_sizes) if batch_sizes is not None else list(self.batch_buckets or (1,))
+        calls = 0
+        for width, height in sizes:
+            params = GenerationParams(
+                width=width,
+                height=height,
+                steps=_WARM_UP_STEPS,
+                guidance_scale=defaults.guidance_scale,
+                sampler=defaults.sampler,
+            )
+            for size in batch_sizes:
+                self.generate(params, [ImagePrompt("warm-up", "", index) for index in range(size)])
+                calls += 1
+        return calls
+
+    def warm_up_sizes(self) -> list[tuple[int, int]]:
+        from app.runtime.sizes import parse_size
+
+        if self.spec.allowed_sizes:
+            return [parse_size(text) for text in self.spec.allowed_sizes]
+        return [(self.spec.defaults.width, self.spec.defaults.height)]
+
+    def bucket_for(self, n: int) -> int:
+        """How many images a call of ``n`` actually runs (``n`` unless padded to a bucket)."""
+        return bucket_for(n, self.batch_buckets) if self.batch_buckets else n
+
+    def _release_cached_memory(self, _error: Exception) -> None:
+        gc.collect()
+        if is_cuda(self.device):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents to images through the VAE, one image at a time, in the VAE's own dtype.
+
+        Decoding here rather than in the pipeline keeps the VAE in the dtype the
+        model's settings chose (no silent fp32 round trip per call, which the
+        SDXL pipeline does under fp16 with ``force_upcast``), and decoding per
+        image bounds the VAE's peak memory, the largest of a 1024² batch.
         """
         import torch
 
-        clip_skip = a1111_to_diffusers_clip_skip(params.clip_skip)
-        prompt_embeds, _, pooled, _ = pipe.encode_prompt(
-            prompt=[image.prompt for image in images],
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=False,
-            clip_skip=clip_skip,
-        )
-        result = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled}
-        uses_negatives = params.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
-        if not uses_negatives:
-            return result
-        negatives = [image.negative_prompt for image in images]
-        zeroed = [self._force_zeros_for_empty_prompt and not text for text in negatives]
-        if all(zeroed):
-            negative_embeds = torch.zeros_like(prompt_embeds)
-            negative_pooled = torch.zeros_like(pooled)
+        vae = pipe.vae
+        config = vae.config
+        latents = latents.to(dtype=vae.dtype)
+        mean = getattr(config, "latents_mean", None)
+        std = getattr(config, "latents_std", None)
+        if mean is not None and std is not None:
+            channels = latents.shape[1]
+            mean_t = torch.tensor(mean).view(1, channels, 1, 1).to(latents)
+            std_t = torch.tensor(std).view(1, channels, 1, 1).to(latents)
+            latents = latents * std_t / config.scaling_factor + mean_t
         else:
-            negative_embeds, _, negative_pooled, _ = pipe.encode_prompt(
-                prompt=negatives,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=False,
-                clip_skip=clip_skip,
-            )
-            if any(zeroed):
-                mask = torch.tensor(zeroed, device=negative_embeds.device)
-                negative_embeds[mask] = 0
-                negative_pooled[mask] = 0
-        result["negative_prompt_embeds"] = negative_embeds
-        result["negative_pooled_prompt_embeds"] = negative_pooled
-        return result
+            latents = latents / config.scaling_factor
+            shift = getattr(config, "shift_factor", None)
+            if shift is not None:
+                latents = latents + shift
+        decoded = torch.cat([vae.decode(latents[i : i + 1], return_dict=False)[0] for i in range(latents.shape[0])])
+        images: list[Image.Image] = pipe.image_processor.postprocess(decoded, output_type="pil")
+        return images
 
-
-def _load_folder(spec: ModelSpec, path: Path, dtype: torch.dtype) -> Any:
-    from diffusers import StableDiffusionXLPipeline
-
-    index_path = path / "model_index.json"
-    if not index_path.is_file():
-        raise RuntimeModelError(
-            f"model {spec.name!r}: {path} is a directory without model_index.json; "
-            "expected a diffusers pipeline folder or a .safetensors checkpoint"
+    # Kept for callers written before the family adapters existed.
+    def _encode_prompts(
+        self, pipe: Any, params: GenerationParams, images: Sequence[ImagePrompt]
+    ) -> dict[str, torch.Tensor]:
+        return self.adapter.encode(
+            pipe,
+            images,
+            clip_skip=self.effective_clip_skip(params),
+            with_negatives=self.adapter.uses_negatives(pipe, params.guidance_scale),
         )
+
+
+def _load_folder(spec: ModelSpec, adapter: FamilyAdapter, path: Path, dtype: torch.dtype) -> Any:
     try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RuntimeModelError(f"model {spec.name!r}: unreadable {index_path}: {exc}") from exc
-    class_name = index.get("_class_name") if isinstance(index, dict) else None
-    if not (isinstance(class_name, str) and class_name.startswith("StableDiffusionXL")):
+        class_name = pipeline_class_name(path)
+    except RuntimeModelError as exc:
+        raise RuntimeModelError(f"model {spec.name!r}: {exc}") from exc
+    if class_name is None or not adapter.accepts_class(class_name):
+        traits = adapter.traits
         raise RuntimeModelError(
             f"model {spec.name!r}: {path} holds a {class_name or 'unknown'} pipeline, "
-            "not a Stable Diffusion XL one (family 'sdxl')"
+            f"not a {traits.display_name} one (family {traits.name!r})"
         )
-    return StableDiffusionXLPipeline.from_pretrained(
-        path,
-        dtype=dtype,
-        local_files_only=True,
-        use_safetensors=True,
-        add_watermarker=False,
-    )
+    return adapter.load_folder(path, dtype)
 
 
-def _load_checkpoint(spec: ModelSpec, path: Path, dtype: torch.dtype, config_dir: Path | None) -> Any:
+def _load_checkpoint(
+    spec: ModelSpec, adapter: FamilyAdapter, path: Path, dtype: torch.dtype, config_dir: Path | None
+) -> Any:
     if path.suffix.lower() != ".safetensors":
         # .ckpt/.pt files are pickles that can run code when loaded.
         raise RuntimeModelError(
             f"model {spec.name!r}: {path.name} is not a .safetensors file; "
             "pickle checkpoints (.ckpt, .pt, .bin) are not loaded"
         )
+    if not adapter.traits.single_file:
+        # Raises with the family's own explanation.
+        return adapter.load_single_file(path, dtype, config_dir)
     try:
         keys = checkpoint_keys(path)
     except Exception as exc:
         raise RuntimeModelError(f"model {spec.name!r}: {path} is not a readable safetensors file: {exc}") from exc
-    problem = describe_layout_problem(keys)
+    problem = adapter.checkpoint_problem(keys)
     if problem is not None:
-        raise RuntimeModelError(f"model {spec.name!r}: {path} is not an SDXL checkpoint: {problem}")
-    return load_single_file_pipeline(path, dtype=dtype, config_dir=config_dir)
+        raise RuntimeModelError(
+            f"model {spec.name!r}: {path} is not an {adapter.traits.name.upper()} checkpoint: {problem}"
+        )
+    return adapter.load_single_file(path, dtype, config_dir)
+
+
+def _load_vae(spec: ModelSpec, path: Path, reference: Any) -> Any:
+    """The VAE override: a diffusers folder, or one .safetensors file in diffusers or original layout."""
+    from diffusers import AutoencoderKL
+
+    if not path.exists():
+        raise RuntimeModelError(f"model {spec.name!r}: VAE {path} does not exist")
+    vae: Any
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            vae = AutoencoderKL.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        elif (path / "vae" / "config.json").is_file():
+            vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True, use_safetensors=True)
+        else:
+            raise RuntimeModelError(f"model {spec.name!r}: VAE folder {path} has no config.json (nor vae/config.json)")
+    elif path.suffix.lower() == ".safetensors":
+        # A lone file carries no config: it must fit the model's own VAE architecture.
+        with tempfile.TemporaryDirectory(prefix="ponyserve-vae-") as config_dir:
+            reference.save_config(Path(config_dir) / "vae")
+            vae = AutoencoderKL.from_single_file(str(path), config=config_dir, subfolder="vae", local_files_only=True)
+    else:
+        raise RuntimeModelError(
+            f"model {spec.name!r}: VAE {path.name} is not a .safetensors file or a diffusers folder; "
+            "pickle checkpoints are not loaded"
+        )
+    wanted, got = reference.config.latent_channels, vae.config.latent_channels
+    if wanted != got:
+        raise RuntimeModelError(f"model {spec.name!r}: VAE {path} has {got} latent channels, the model needs {wanted}")
+    return vae
+
+
+def _configure_vae(spec: ModelSpec, pipeline: Any, dtype: torch.dtype) -> None:
+    if spec.vae is not None:
+        pipeline.register_modules(vae=_load_vae(spec, Path(spec.vae), pipeline.vae))
+    vae_dtype = resolve_vae_dtype(spec.vae_dtype, dtype)
+    if pipeline.vae.dtype != vae_dtype:
+        pipeline.vae.to(dtype=vae_dtype)
+    # The SDXL pipeline's own decode path would otherwise upcast an fp16 VAE to fp32 on
+    # every call; the setting says whether full precision was asked for.
+    pipeline.vae.register_to_config(force_upcast=spec.vae_dtype == "float32")
 
 
 def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) -> LoadedModel:
     """Load ``spec`` onto ``device``, offline.
 
-    ``spec.path`` is either a diffusers folder or one ``.safetensors`` checkpoint
-    in the original SDXL layout. For a checkpoint, ``config_dir`` may name a
-    diffusers folder whose configs describe its architecture; the default is
-    SDXL base 1.0's, right for Pony Diffusion V6 XL and other SDXL fine-tunes.
+    ``spec.path`` is a diffusers folder of the spec's family or, for SDXL, one
+    ``.safetensors`` checkpoint in the original layout; for a checkpoint,
+    ``config_dir`` may name a diffusers folder whose configs describe its
+    architecture (default: SDXL base 1.0's, right for Pony Diffusion V6 XL).
+    ``spec.vae``/``vae_dtype`` replace and type the VAE; with ``spec.compile``
+    the denoiser is compiled and every batch bucket warmed before this returns.
     Raises ``RuntimeModelError`` when the model is missing or cannot be loaded.
     """
     config_dir = config_dir if config_dir is not None else spec.config
-    if spec.family != "sdxl":
-        raise RuntimeModelError(f"model {spec.name!r}: family {spec.family!r} is not supported by this runtime")
+    try:
+        adapter = adapter_for(spec.family)
+    except KeyError as exc:
+        raise RuntimeModelError(
+            f"model {spec.name!r}: family {spec.family!r} is not supported by this runtime"
+        ) from exc
     path = Path(spec.path)
     if not path.exists():
         raise RuntimeModelError(f"model {spec.name!r}: {path} does not exist")
@@ -299,11 +459,34 @@ def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) 
     try:
         dtype = resolve_dtype(spec.dtype, device)
         disable_library_progress_bars()
-        pipeline = _load_folder(spec, path, dtype) if path.is_dir() else _load_checkpoint(spec, path, dtype, config_dir)
-        if pipeline.text_encoder is None or pipeline.tokenizer is None:
-            raise RuntimeModelError(f"model {spec.name!r}: {path} lacks the first text encoder (a refiner?)")
+        if path.is_dir():
+            pipeline = _load_folder(spec, adapter, path, dtype)
+        else:
+            pipeline = _load_checkpoint(spec, adapter, path, dtype, config_dir)
+        problem = adapter.pipeline_problem(pipeline)
+        if problem is not None:
+            raise RuntimeModelError(f"model {spec.name!r}: {path}: {problem}")
+        _configure_vae(spec, pipeline, dtype)
         pipeline.to(device)
+        optimize_for_device(pipeline, adapter, device)
         pipeline.set_progress_bar_config(disable=True)
+        model = LoadedModel(
+            spec,
+            device,
+            dtype,
+            pipeline,
+            adapter=adapter,
+            batch_buckets=spec.compile_batch_sizes if spec.compile else None,
+        )
+        if spec.compile:
+            sizes = model.warm_up_sizes()
+            compile_denoiser(
+                pipeline,
+                adapter,
+                mode=spec.compile_mode,
+                expected_graphs=len(sizes) * len(spec.compile_batch_sizes),
+            )
+            model.warm_up(sizes)
     except RuntimeModelError:
         raise
     except Exception as exc:
@@ -314,10 +497,13 @@ def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) 
         "model loaded",
         extra={
             "model": spec.name,
+            "family": spec.family,
             "path": str(path),
             "device": device,
             "dtype": str(dtype).removeprefix("torch."),
+            "bytes": model.memory_bytes,
+            "compiled": spec.compile,
             "seconds": round(time.monotonic() - started, 3),
         },
     )
-    return LoadedModel(spec, device, dtype, pipeline)
+    return model

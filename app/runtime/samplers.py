@@ -15,15 +15,32 @@ Mapping notes (diffusers' own A1111 table, checked against diffusers 0.42):
 - "LMS" is left out: diffusers' ``LMSDiscreteScheduler`` needs scipy, which the
   service does not otherwise depend on.
 - "DPM fast", "DPM adaptive", "DPM++ 2S a", "Restart" have no diffusers equivalent.
+
+Flow-matching families (SD3, AuraFlow) predict a velocity, not noise, so the
+table above does not apply to them; they get their own, smaller one:
+
+- "Euler" is ``FlowMatchEulerDiscreteScheduler``, the one these models ship
+  with, and "Heun" its second-order sibling ``FlowMatchHeunDiscreteScheduler``.
+- "DPM++ 2M" and "UniPC" are the multistep solvers in their flow mode
+  (``use_flow_sigmas``, ``prediction_type="flow_prediction"``), with the
+  model's ``shift`` carried over as ``flow_shift``.
+- No ancestral or SDE sampler: the SD3 and AuraFlow pipelines do not hand the
+  per-image generators to ``scheduler.step``, so their noise could not be
+  seeded per image and a seed would not reproduce. Karras/exponential
+  schedules are left out too: diffusers' multistep solvers compute those from
+  the noise-prediction betas, not from the flow sigmas.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from app.runtime.families import SamplerSet, family_traits
 
 # A model's own scheduler config may enable any of these; each sampler states
 # all of them so that "Euler" on a model shipped with Karras sigmas is still Euler.
@@ -156,7 +173,50 @@ _DEFS: tuple[SamplerDef, ...] = (
     ),
 )
 
+
+def _flow_multistep(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {**_PLAIN_SIGMAS, **overrides, "use_flow_sigmas": True, "prediction_type": "flow_prediction"}
+
+
+_FLOW_DEFS: tuple[SamplerDef, ...] = (
+    SamplerDef(
+        "Euler",
+        "FlowMatchEulerDiscreteScheduler",
+        {**_PLAIN_SIGMAS, "stochastic_sampling": False, "invert_sigmas": False},
+        ("k_euler", "flow_euler", "euler_flow"),
+    ),
+    SamplerDef("Heun", "FlowMatchHeunDiscreteScheduler", {}, ("k_heun",)),
+    SamplerDef(
+        "DPM++ 2M",
+        "DPMSolverMultistepScheduler",
+        _flow_multistep(
+            {
+                "algorithm_type": "dpmsolver++",
+                "solver_order": 2,
+                "solver_type": "midpoint",
+                "lower_order_final": True,
+                "euler_at_final": False,
+                "final_sigmas_type": "zero",
+            },
+        ),
+        ("k_dpmpp_2m", "dpmpp_2m"),
+    ),
+    SamplerDef(
+        "UniPC",
+        "UniPCMultistepScheduler",
+        _flow_multistep(
+            {"solver_order": 2, "predict_x0": True, "solver_type": "bh2", "final_sigmas_type": "zero"},
+        ),
+        ("uni_pc", "unipc"),
+    ),
+)
+
+# The SDXL (noise-prediction) table; ``resolve_sampler`` and friends use it unless told a family.
 SAMPLERS: Mapping[str, SamplerDef] = MappingProxyType({d.name: d for d in _DEFS})
+FLOW_SAMPLERS: Mapping[str, SamplerDef] = MappingProxyType({d.name: d for d in _FLOW_DEFS})
+_TABLES: Mapping[SamplerSet, Mapping[str, SamplerDef]] = MappingProxyType(
+    {"diffusion": SAMPLERS, "flow": FLOW_SAMPLERS}
+)
 
 # A1111 >= 1.9 sends the sigma schedule separately ("scheduler": "Karras");
 # these are the schedules that fold back into one of the names above.
@@ -168,27 +228,49 @@ def _key(name: str) -> str:
     return re.sub(r"\s+", " ", name.strip()).casefold()
 
 
-_LOOKUP: Mapping[str, str] = MappingProxyType(
-    {
-        **{_key(alias): d.name for d in _DEFS for alias in d.aliases},
-        **{_key(d.name): d.name for d in _DEFS},
-    }
+def _lookup(defs: tuple[SamplerDef, ...]) -> Mapping[str, str]:
+    return MappingProxyType(
+        {
+            **{_key(alias): d.name for d in defs for alias in d.aliases},
+            **{_key(d.name): d.name for d in defs},
+        }
+    )
+
+
+_LOOKUPS: Mapping[SamplerSet, Mapping[str, str]] = MappingProxyType(
+    {"diffusion": _lookup(_DEFS), "flow": _lookup(_FLOW_DEFS)}
 )
 
 
+def _sampler_set(family: str) -> SamplerSet:
+    return family_traits(family).sampler_set
+
+
 def sampler_names() -> list[str]:
-    """Every canonical sampler name this runtime can run."""
+    """Every canonical sampler name this runtime can run on SDXL models."""
     return list(SAMPLERS)
 
 
-def resolve_sampler(name: str, schedule: str | None = None) -> str:
-    """The canonical name for ``name`` (any case, A1111/ComfyUI aliases accepted).
+def samplers_for_family(family: str) -> list[str]:
+    """The canonical sampler names valid for ``family`` ("sdxl", "sd3", "auraflow")."""
+    return list(_TABLES[_sampler_set(family)])
+
+
+def sampler_def(name: str, *, family: str = "sdxl") -> SamplerDef:
+    """How sampler ``name`` (any accepted spelling) maps onto diffusers for ``family``."""
+    return _TABLES[_sampler_set(family)][resolve_sampler(name, family=family)]
+
+
+def resolve_sampler(name: str, schedule: str | None = None, *, family: str = "sdxl") -> str:
+    """The canonical name for ``name`` (any case, A1111/ComfyUI aliases accepted) within ``family``.
 
     ``schedule`` is A1111 1.9's separate "Schedule type": "Karras" or
     "Exponential" select the matching variant, "Automatic"/"Uniform" (or
-    None) keep ``name`` as it is. Raises ``KeyError`` when nothing matches.
+    None) keep ``name`` as it is. Raises ``KeyError`` when nothing matches,
+    including a name that exists only for another family ("Euler a" on SD3).
     """
-    canonical = _LOOKUP.get(_key(name))
+    lookup = _LOOKUPS[_sampler_set(family)]
+    canonical = lookup.get(_key(name))
     if canonical is None:
         raise KeyError(name)
     if schedule is None or _key(schedule) in _DEFAULT_SCHEDULES:
@@ -198,21 +280,24 @@ def resolve_sampler(name: str, schedule: str | None = None) -> str:
         raise KeyError(f"{name} with schedule {schedule}")
     if canonical.endswith(f" {suffix}"):
         return canonical
-    variant = _LOOKUP.get(_key(f"{canonical} {suffix}"))
+    variant = lookup.get(_key(f"{canonical} {suffix}"))
     if variant is None:
         raise KeyError(f"{name} with schedule {schedule}")
     return variant
 
 
-def scheduler_config(name: str, base_scheduler_config: Mapping[str, Any]) -> dict[str, Any]:
+def scheduler_config(name: str, base_scheduler_config: Mapping[str, Any], *, family: str = "sdxl") -> dict[str, Any]:
     """The config for ``name``'s scheduler: the model's own, with the sampler's overrides on top."""
-    sampler = SAMPLERS[resolve_sampler(name)]
+    sampler = sampler_def(name, family=family)
     config = {k: v for k, v in base_scheduler_config.items() if not k.startswith("_")}
     config.update(sampler.overrides)
+    if config.get("use_flow_sigmas") and "flow_shift" not in base_scheduler_config:
+        # The multistep solvers call the flow-match schedulers' ``shift`` ``flow_shift``.
+        config["flow_shift"] = float(base_scheduler_config.get("shift", 1.0))
     return config
 
 
-def make_scheduler(name: str, base_scheduler_config: Mapping[str, Any]) -> Any:
+def make_scheduler(name: str, base_scheduler_config: Mapping[str, Any], *, family: str = "sdxl") -> Any:
     """A fresh diffusers scheduler for sampler ``name`` built on the model's scheduler config.
 
     The base config is read, never modified, so one model's config can be
@@ -220,9 +305,11 @@ def make_scheduler(name: str, base_scheduler_config: Mapping[str, Any]) -> Any:
     """
     import diffusers
 
-    sampler = SAMPLERS[resolve_sampler(name)]
+    sampler = sampler_def(name, family=family)
     scheduler_class = getattr(diffusers, sampler.scheduler_class)
-    config = scheduler_config(name, base_scheduler_config)
-    # from_config ignores keys the class does not take, so one base config
-    # (SDXL's Euler config) serves every scheduler family.
-    return scheduler_class.from_config(config)
+    config = scheduler_config(name, base_scheduler_config, family=family)
+    # One base config (SDXL's Euler config, SD3's flow-match Euler config) serves every
+    # scheduler of its family: keys a class does not take are dropped here rather than
+    # passed on, where diffusers would ignore them with a warning on every call.
+    accepted = inspect.signature(scheduler_class.__init__).parameters
+    return scheduler_class.from_config({k: v for k, v in config.items() if k in accepted})

@@ -33,6 +33,8 @@ from app.observability.metrics import BATCH_IMAGES, IMAGES_GENERATED, JOBS_FINIS
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, Worker
 from app.queue.notify import JobEvents, publish_job_changed
+from app.quotas import service as quotas
+from app.quotas.repository import purge_expired_idempotency
 from app.runtime.encoding import encode_image
 from app.runtime.registry import ModelRegistry
 from app.runtime.types import GenerationCancelled, RuntimeModelError
@@ -145,7 +147,10 @@ class QueueWorker:
 
     async def _sweep(self) -> None:
         async with self.db.unit_of_work() as session:
-            retried, failed = await queue.requeue_expired(session, now=utcnow(), max_attempts=MAX_ATTEMPTS)
+            now = utcnow()
+            retried, failed = await queue.requeue_expired(session, now=now, max_attempts=MAX_ATTEMPTS)
+            await quotas.settle_jobs(session, failed, now)
+            await purge_expired_idempotency(session, now)
             for job_id in (*retried, *failed):
                 await publish_job_changed(session, job_id)
         for job_id in (*retried, *failed):
@@ -248,6 +253,7 @@ class QueueWorker:
                 if job.id in cancelled:
                     if await queue.mark_failed(session, job_id=job.id, worker_id=self.id, now=now, code="cancelled",
                                                message="Cancelled by the caller.", status=JobStatus.CANCELLED):
+                        await quotas.settle_job(session, job.id, 0, now)
                         finished.append((job, JobStatus.CANCELLED))
                     continue
                 outputs = outputs_by_job[job.id]
@@ -263,6 +269,7 @@ class QueueWorker:
                 session.add_all(outputs)
                 await session.flush()
                 await ledger.append(session, ledger_rows(job, outputs, gpu_seconds=gpu_seconds, now=now))
+                await quotas.settle_job(session, job.id, len(outputs), now)
                 await publish_job_changed(session, job.id)
                 finished.append((job, JobStatus.SUCCEEDED))
             for job, status in finished:
@@ -283,6 +290,7 @@ class QueueWorker:
             for job in jobs:
                 if await queue.mark_failed(session, job_id=job.id, worker_id=self.id, now=now, code=code,
                                            message=message, status=status):
+                    await quotas.settle_job(session, job.id, 0, now)
                     await publish_job_changed(session, job.id)
                     done.append(job)
         for job in done:

@@ -58,7 +58,7 @@ def test_rewrite_replaces_the_folder_and_leaves_no_staging_behind(tmp_path: Path
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import app.runtime.demo_model as demo_model
 
-    def explode(seed: int = 0) -> object:
+    def explode(seed: int = 0, *, family: str = "sdxl") -> object:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(demo_model, "build_demo_pipeline", explode)

@@ -1,0 +1,489 @@
+"""A1111 requests in, native generations out.
+
+A txt2img body is translated into the native ``GenerationRequest`` and goes
+through the same acceptance path as ``POST /v1/images/generations`` (validation,
+plan limits, moderation, rate limits, quota reservation, metering); only the
+shapes at the edges differ. Errors keep the service's JSON error shape, with
+``param`` named after the A1111 field the caller sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.service import Principal
+from app.compat import repository
+from app.compat.schemas import (
+    Options,
+    ProgressResponse,
+    ProgressState,
+    SamplerItem,
+    SchedulerItem,
+    SDModelItem,
+    StableDiffusionProcessingTxt2Img,
+    TextToImageResponse,
+)
+from app.config import ModelSpec
+from app.context import AppContext
+from app.errors import AppError, Conflict, GenerationFailed, InvalidRequest, PermissionDenied, Timeout
+from app.generation import service as generation
+from app.generation.catalog import ModelCatalog
+from app.generation.schemas import GenerationRequest, OutputFormat
+from app.kit.clock import utcnow
+from app.queue import repository as queue
+from app.queue.models import Job, JobOutput, JobStatus
+from app.quotas.limits import effective_limits
+from app.runtime.encoding import a1111_parameters, read_parameters
+from app.runtime.samplers import SAMPLERS, resolve_sampler, sampler_names
+
+# Native field → the A1111 field a caller would recognise in an error's ``param``.
+_A1111_PARAMS = {
+    "n": "batch_size",
+    "guidance_scale": "cfg_scale",
+    "sampler": "sampler_name",
+    "model": "override_settings.sd_model_checkpoint",
+    "output_format": "override_settings.samples_format",
+    "size": "width",
+}
+
+# Schedule types ``resolve_sampler`` understands: (name, label, default_rho).
+SCHEDULES: tuple[tuple[str, str, float | None], ...] = (
+    ("automatic", "Automatic", None),
+    ("uniform", "Uniform", None),
+    ("karras", "Karras", 7.0),
+    ("exponential", "Exponential", None),
+)
+
+_SAMPLES_FORMATS: Mapping[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}
+_HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9_.\-]")
+# How many ignored keys the X-Ignored-Fields header names before it says "...".
+_MAX_REPORTED_KEYS = 20
+
+
+def _max_n() -> int:
+    for constraint in GenerationRequest.model_fields["n"].metadata:
+        limit = getattr(constraint, "le", None)
+        if limit is not None:
+            return int(limit)
+    raise RuntimeError("GenerationRequest.n has no upper bound")
+
+
+MAX_IMAGES = _max_n()
+
+
+def _unset(value: object) -> bool:
+    """A1111 clients write "no value" as null, "" or the string "None"."""
+    return value is None or (isinstance(value, str) and value.strip().casefold() in ("", "none"))
+
+
+def _unsupported(param: str, what: str) -> InvalidRequest:
+    return InvalidRequest(f"{what} is not supported by this server.", code="unsupported_parameter", param=param)
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+def checkpoint_title(spec: ModelSpec) -> str:
+    """The A1111 "title" of a model. A1111 appends " [hash]" once it has hashed the file; we
+    never hash multi-gigabyte checkpoints, so, like A1111 before hashing, the title is the name."""
+    return spec.name
+
+
+def _checkpoint_aliases(spec: ModelSpec) -> set[str]:
+    return {s.casefold() for s in (spec.name, checkpoint_title(spec), spec.path.name, spec.path.stem)}
+
+
+def resolve_checkpoint(catalog: ModelCatalog, value: object) -> ModelSpec:
+    """The model an ``sd_model_checkpoint`` value names: its name, title or file name, with or
+    without A1111's " [hash]" suffix."""
+    specs = catalog.specs()
+    if isinstance(value, str):
+        wanted = _HASH_SUFFIX.sub("", value).strip().casefold()
+        for spec in specs:
+            if wanted in _checkpoint_aliases(spec):
+                return spec
+    titles = ", ".join(checkpoint_title(s) for s in specs)
+    raise InvalidRequest(f"Unknown checkpoint {value!r}. Available: {titles} (see GET /sdapi/v1/sd-models).",
+                         code="model_not_found", param="override_settings.sd_model_checkpoint")
+
+
+def sd_models(catalog: ModelCatalog, principal: Principal) -> list[SDModelItem]:
+    limits = effective_limits(principal.account, principal.key)
+    return [
+        SDModelItem(title=checkpoint_title(spec), model_name=spec.name, filename=spec.path.name)
+        for spec in catalog.specs()
+        if limits.allows_model(spec.name)
+    ]
+
+
+# -- samplers ----------------------------------------------------------------------------
+
+
+def samplers() -> list[SamplerItem]:
+    items = []
+    for sampler in SAMPLERS.values():
+        options: dict[str, Any] = {"diffusers_scheduler": sampler.scheduler_class}
+        for _, label, _ in SCHEDULES[2:]:
+            if sampler.name.endswith(f" {label}"):
+                options["scheduler"] = label.casefold()
+        items.append(SamplerItem(name=sampler.name, aliases=list(sampler.aliases), options=options))
+    return items
+
+
+def schedulers() -> list[SchedulerItem]:
+    return [SchedulerItem(name=name, label=label, aliases=None, default_rho=rho if rho is not None else -1.0,
+                          need_inner_model=False) for name, label, rho in SCHEDULES]
+
+
+def _sampler(body: StableDiffusionProcessingTxt2Img, spec: ModelSpec) -> str:
+    name = body.sampler_name if not _unset(body.sampler_name) else body.sampler_index
+    explicit = not _unset(name)
+    chosen = name.strip() if explicit and name is not None else spec.defaults.sampler
+    schedule = None if _unset(body.scheduler) else body.scheduler
+    try:
+        return resolve_sampler(chosen, schedule)
+    except KeyError:
+        pass
+    schedule_labels = ", ".join(label for _, label, _ in SCHEDULES)
+    accepted = f"Accepted samplers: {', '.join(sampler_names())}. Accepted schedulers: {schedule_labels}."
+    try:
+        resolve_sampler(chosen)
+    except KeyError:
+        raise InvalidRequest(f"Unknown sampler '{chosen}'. {accepted}", code="invalid_sampler",
+                             param="sampler_name") from None
+    raise InvalidRequest(
+        f"Sampler '{chosen}' cannot run with scheduler '{schedule}'. {accepted} Karras and Exponential apply to "
+        "the samplers listed with that suffix.", code="invalid_sampler", param="scheduler",
+    )
+
+
+# -- txt2img -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Txt2ImgPlan:
+    """A txt2img body as the native service sees it, plus what only the A1111 response needs."""
+
+    request: GenerationRequest
+    batch_size: int
+    n_iter: int
+    clip_skip: int
+    ignored: list[str]
+
+
+def _refuse_unsupported(body: StableDiffusionProcessingTxt2Img) -> None:
+    """Fields whose non-default values would change the image in ways we cannot reproduce."""
+    if body.enable_hr:
+        raise _unsupported("enable_hr", "Hires. fix (enable_hr) — request the final width and height directly —")
+    if body.restore_faces:
+        raise _unsupported("restore_faces", "Face restoration (restore_faces)")
+    if body.tiling:
+        raise _unsupported("tiling", "Tiling")
+    if body.styles:
+        raise _unsupported("styles", "Saved prompt styles (styles) — put the style's text in the prompt —")
+    if body.subseed_strength:
+        raise _unsupported("subseed_strength", "Variation seeds (subseed_strength other than 0)")
+    for param in ("seed_resize_from_h", "seed_resize_from_w"):
+        value = getattr(body, param)
+        if value is not None and value > 0:
+            raise _unsupported(param, f"Resizing the seed ({param})")
+    for param, what in (("refiner_checkpoint", "A refiner (refiner_checkpoint)"),
+                        ("firstpass_image", "A first-pass image (firstpass_image)"),
+                        ("infotext", "Applying an infotext (infotext)"),
+                        ("script_name", "Scripts (script_name)")):
+        if not _unset(getattr(body, param)):
+            raise _unsupported(param, what)
+    for name, script in (body.alwayson_scripts or {}).items():
+        if not _script_disabled(script):
+            raise _unsupported(f"alwayson_scripts.{name}", f"The always-on script '{name}'")
+
+
+def _script_disabled(script: object) -> bool:
+    """A1111 clients leave extensions in ``alwayson_scripts`` switched off: ``{"args": []}``,
+    ``{"args": [false, ...]}``, or units that all say ``"enabled": false`` (ControlNet)."""
+    if not isinstance(script, Mapping):
+        return False
+    args = script.get("args")
+    if args is None or args == []:
+        return True
+    if not isinstance(args, list):
+        return False
+    if args[0] is False:
+        return True
+    return all(isinstance(a, Mapping) and a.get("enabled") is False for a in args)
+
+
+@dataclass(frozen=True)
+class _Overrides:
+    spec: ModelSpec | None
+    output_format: OutputFormat
+    clip_skip: int
+    ignored: list[str]
+
+
+def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Overrides:
+    settings = settings or {}
+    spec = None
+    output_format: OutputFormat = "png"
+    clip_skip = 1
+    ignored = []
+    for key, value in settings.items():
+        param = f"override_settings.{key}"
+        if key == "sd_model_checkpoint":
+            spec = None if _unset(value) else resolve_checkpoint(catalog, value)
+        elif key == "samples_format":
+            fmt = _SAMPLES_FORMATS.get(str(value).strip().casefold())
+            if fmt is None:
+                raise InvalidRequest(f"samples_format must be one of {', '.join(_SAMPLES_FORMATS)}.",
+                                     code="invalid_value", param=param)
+            output_format = fmt
+        elif key == "CLIP_stop_at_last_layers":
+            # A1111 reads this for SD1.x/2.x only: SDXL's text encoders always use their penultimate
+            # layer there (unless sdxl_clip_l_skip is set), which is also what our SDXL pipelines do.
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
+                raise InvalidRequest("CLIP_stop_at_last_layers must be an integer from 1 to 12.",
+                                     code="invalid_value", param=param)
+            clip_skip = value
+        elif key == "sd_vae":
+            if not (_unset(value) or str(value).strip().casefold() == "automatic"):
+                raise _unsupported(param, "Choosing a VAE (sd_vae other than 'Automatic')")
+        elif key == "eta_noise_seed_delta":
+            if value not in (None, 0):
+                raise _unsupported(param, "eta_noise_seed_delta other than 0")
+        elif key == "sdxl_clip_l_skip":
+            if value:
+                raise _unsupported(param, "sdxl_clip_l_skip")
+        else:
+            ignored.append(param)
+    return _Overrides(spec, output_format, clip_skip, ignored)
+
+
+@contextmanager
+def a1111_params() -> Iterator[None]:
+    """Renames an error's ``param`` from the native field to the A1111 one the caller sent."""
+    try:
+        yield
+    except AppError as exc:
+        if exc.param in _A1111_PARAMS:
+            exc.param = _A1111_PARAMS[exc.param]
+        raise
+
+
+def _native_request(fields: dict[str, Any]) -> GenerationRequest:
+    try:
+        return GenerationRequest(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        native = str(first["loc"][0]) if first.get("loc") else None
+        param = _A1111_PARAMS.get(native, native) if native else None
+        raise InvalidRequest(f"Invalid value for '{param}': {first.get('msg', 'invalid value')}.",
+                             code="invalid_value", param=param) from None
+
+
+def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, catalog: ModelCatalog) -> Txt2ImgPlan:
+    """The native request for an A1111 txt2img body; raises on anything we cannot honour."""
+    _refuse_unsupported(body)
+    if body.prompt is None or not body.prompt.strip():
+        raise InvalidRequest("prompt must not be empty.", code="missing_field", param="prompt")
+    overrides = _overrides(body.override_settings, catalog)
+    spec = overrides.spec or catalog.get(None)
+    batch_size, n_iter = body.batch_size or 1, body.n_iter or 1
+    n = batch_size * n_iter
+    limits = effective_limits(principal.account, principal.key)
+    if n > limits.max_n:
+        raise PermissionDenied(
+            f"batch_size × n_iter = {batch_size} × {n_iter} = {n} images exceeds your plan's limit of "
+            f"{limits.max_n} images per request ('{principal.plan.code}').",
+            code="plan_limit_exceeded", param="batch_size",
+        )
+    if n > MAX_IMAGES:
+        raise InvalidRequest(f"batch_size × n_iter = {batch_size} × {n_iter} = {n} images; at most {MAX_IMAGES} "
+                             "per request.", code="invalid_value", param="batch_size")
+    seed = body.seed
+    if seed is not None and seed < -1:
+        raise InvalidRequest("seed must be -1 (random) or a non-negative integer.", code="invalid_seed",
+                             param="seed")
+    request = _native_request({
+        "prompt": body.prompt,
+        "model": spec.name,
+        "n": n,
+        "negative_prompt": None if _unset(body.negative_prompt) else body.negative_prompt,
+        "width": body.width,
+        "height": body.height,
+        "steps": body.steps,
+        "guidance_scale": body.cfg_scale,
+        "sampler": _sampler(body, spec),
+        "seed": None if seed is None or seed == -1 else seed,
+        "output_format": overrides.output_format,
+        "response_format": "b64_json",
+    })
+    ignored = sorted(body.model_extra or {}) + overrides.ignored
+    return Txt2ImgPlan(request=request, batch_size=batch_size, n_iter=n_iter, clip_skip=overrides.clip_skip,
+                       ignored=ignored)
+
+
+def ignored_fields_header(keys: list[str]) -> str:
+    """Header-safe (ASCII) list of the keys a request carried that had no effect."""
+    shown = [_SAFE_KEY.sub("?", k)[:64] for k in keys[:_MAX_REPORTED_KEYS]]
+    if len(keys) > _MAX_REPORTED_KEYS:
+        shown.append("...")
+    return ", ".join(shown)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y%m%d%H%M%S")
+
+
+def build_info(job: Job, outputs: list[JobOutput], infotexts: list[str], plan: Txt2ImgPlan) -> dict[str, Any]:
+    """A1111's ``Processed.js()`` for a finished job, plus the job and image ids."""
+    count = len(outputs)
+    seeds = [o.seed for o in outputs]
+    return {
+        "prompt": job.revised_prompt,
+        "all_prompts": [job.revised_prompt] * count,
+        "negative_prompt": job.revised_negative_prompt,
+        "all_negative_prompts": [job.revised_negative_prompt] * count,
+        "seed": job.seed,
+        "all_seeds": seeds,
+        "subseed": -1,
+        "all_subseeds": [-1] * count,
+        "subseed_strength": 0,
+        "width": job.width,
+        "height": job.height,
+        "sampler_name": job.sampler,
+        "cfg_scale": job.guidance_scale,
+        "steps": job.steps,
+        "batch_size": plan.batch_size,
+        "n_iter": plan.n_iter,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": job.model,
+        "sd_model_hash": None,
+        "sd_vae_name": None,
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": None,
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": [],
+        "job_timestamp": _timestamp(job.created_at),
+        "clip_skip": plan.clip_skip,
+        "is_using_inpainting_conditioning": False,
+        "job_id": job.id,
+        "image_ids": [o.id for o in outputs],
+    }
+
+
+def _infotext(job: Job, output: JobOutput, data: bytes) -> str:
+    embedded = read_parameters(data)
+    if embedded is not None:
+        return embedded
+    return a1111_parameters(prompt=job.revised_prompt, negative_prompt=job.revised_negative_prompt,
+                            steps=job.steps, sampler=job.sampler, guidance_scale=job.guidance_scale,
+                            seed=output.seed, width=job.width, height=job.height, model=job.model)
+
+
+async def txt2img(
+    ctx: AppContext, principal: Principal, body: StableDiffusionProcessingTxt2Img, *,
+    idempotency_key: str | None, disconnected: Callable[[], Awaitable[bool]],
+) -> tuple[TextToImageResponse, dict[str, str]]:
+    """Runs one A1111 txt2img request to the end; returns the response body and its headers."""
+    plan = translate(body, principal, ctx.catalog)
+    with a1111_params():
+        accepted = await generation.accept(ctx.db, principal, plan.request, ctx.catalog, endpoint="sdapi.txt2img",
+                                           max_queue_depth=ctx.settings.max_queue_depth,
+                                           idempotency_key=idempotency_key)
+    headers = accepted.headers()
+    if plan.ignored:
+        headers["X-Ignored-Fields"] = ignored_fields_header(plan.ignored)
+    ctx.events.work_available()
+    job = await generation.wait_until_finished(ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds,
+                                               disconnected=disconnected)
+    if not JobStatus(job.status).is_terminal:
+        async with ctx.db.unit_of_work() as session:
+            try:
+                job = await generation.cancel(session, principal, job.id)
+            except Conflict:
+                # It finished between the wait's last look and the cancel.
+                job = await generation.get_owned_job(session, principal, job.id)
+        if job.status != JobStatus.SUCCEEDED:
+            raise Timeout(f"Generation {job.id} did not finish within {ctx.settings.max_wait_seconds:g}s; "
+                          "it was cancelled and not charged.", headers=headers)
+    if job.status != JobStatus.SUCCEEDED:
+        raise GenerationFailed(job.error_message or f"Generation {job.status}.",
+                               code=job.error_code or "generation_failed", headers=headers)
+    async with ctx.db.unit_of_work() as session:
+        outputs = list(await queue.outputs_of(session, job.id))
+    blobs = await asyncio.to_thread(lambda: [ctx.store.get(o.storage_key) for o in outputs])
+    infotexts = await asyncio.to_thread(
+        lambda: [_infotext(job, o, data) for o, data in zip(outputs, blobs, strict=True)]
+    )
+    images = [base64.b64encode(data).decode() for data in blobs] if body.send_images is not False else []
+    parameters = body.model_dump(exclude=set(body.model_extra or {}))
+    info = build_info(job, outputs, infotexts, plan)
+    return TextToImageResponse(images=images, parameters=parameters, info=json.dumps(info)), headers
+
+
+# -- options and progress --------------------------------------------------------------------
+
+
+def options(catalog: ModelCatalog) -> Options:
+    return Options(sd_model_checkpoint=checkpoint_title(catalog.get(None)))
+
+
+def check_options_update(catalog: ModelCatalog, update: Mapping[str, Any]) -> None:
+    """Server settings are shared by every partner, so they cannot be changed here. An update
+    that changes nothing (a client re-applying what GET /sdapi/v1/options returned) is accepted."""
+    current = options(catalog).model_dump()
+    for key, value in update.items():
+        if key == "sd_model_checkpoint":
+            try:
+                unchanged = resolve_checkpoint(catalog, value).name == catalog.default_name
+            except InvalidRequest:
+                unchanged = False
+        elif key == "samples_format":
+            unchanged = _SAMPLES_FORMATS.get(str(value).casefold()) == "png"
+        else:
+            unchanged = key in current and value == current[key]
+        if not unchanged:
+            raise InvalidRequest(
+                f"Settings cannot be changed on this server: they are shared by every API key. Send '{key}' with "
+                "each request instead, in txt2img's override_settings.",
+                code="options_read_only", param=key,
+            )
+
+
+async def progress(session: AsyncSession, principal: Principal) -> ProgressResponse:
+    account_id = principal.account.id
+    job = await repository.current_job(session, account_id)
+    if job is None:
+        return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState())
+    state = ProgressState(
+        interrupted=job.cancel_requested, job=job.id, job_count=await repository.active_count(session, account_id),
+        job_timestamp=_timestamp(job.created_at), sampling_step=job.progress_step, sampling_steps=job.steps,
+    )
+    if job.status == JobStatus.QUEUED:
+        ahead = await queue.queue_position(session, job)
+        return ProgressResponse(progress=0.0, eta_relative=0.0, state=state,
+                                textinfo=f"Queued: {ahead} generation(s) ahead")
+    fraction = min(1.0, max(0.0, job.progress_step / job.steps)) if job.steps else 0.0
+    eta = 0.0
+    if fraction > 0 and job.started_at is not None:
+        elapsed = max(0.0, (utcnow() - job.started_at).total_seconds())
+        eta = elapsed / fraction - elapsed
+    return ProgressResponse(progress=fraction, eta_relative=round(eta, 3), state=state,
+                            textinfo=f"Sampling step {job.progress_step}/{job.steps}")
