@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from runtime_helpers import flow_spec
 
 from app.config import ModelSpec, demo_model_spec
 from app.runtime.demo_model import write_demo_model
@@ -35,3 +36,27 @@ def runtime_demo_checkpoint(runtime_model: LoadedModel, tmp_path_factory: pytest
     path = tmp_path_factory.mktemp("runtime-checkpoints") / "demo.safetensors"
     export_single_file(runtime_model.pipeline, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def runtime_family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runtime-family-models")
+    dirs = {}
+    for family in ("sd3", "auraflow"):
+        write_demo_model(root / family, seed=0, family=family)
+        dirs[family] = root / family
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def runtime_family_models(runtime_family_dirs: dict[str, Path]) -> dict[str, LoadedModel]:
+    return {
+        family: load_model(flow_spec(f"demo-{family}", family, path), "cpu")
+        for family, path in runtime_family_dirs.items()
+    }
+
+
+@pytest.fixture(params=["sd3", "auraflow"])
+def flow_model(request: pytest.FixtureRequest, runtime_family_models: dict[str, LoadedModel]) -> LoadedModel:
+    """Each flow-matching family's tiny demo model in turn."""
+    return runtime_family_models[request.param]
