@@ -127,7 +127,7 @@ async def _run_worker(settings: Settings, device: str) -> None:
 
 @cli.command()
 def migrate() -> None:
-    """Apply database migrations (alembic upgrade head)."""
+    """Apply database migrations (alembic upgrade heads)."""
     from app.migrate import upgrade_head
 
     upgrade_head(get_settings().database_url)

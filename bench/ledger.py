@@ -45,11 +45,11 @@ INSERT INTO jobs (id, account_id, api_key_id, status, priority, model, license, 
                   revised_prompt, revised_negative_prompt, width, height, steps, guidance_scale, sampler, seed, n,
                   output_format, batch_key, attempts, cancel_requested, progress_step, created_at, finished_at,
                   reservation_state)
-SELECT 'gen_b' || g, 'acct_b' || (g % 100), 'key_b' || (g % 200), 'succeeded', 0,
-       CASE WHEN g % 3 = 0 THEN 'pony-v6' ELSE 'demo' END, 'lic', 'p', '', 'p', '', 1024, 1024, 30, 7, 'Euler a',
+SELECT 'gen_b' || g, 'acct_b' || (g %% 100), 'key_b' || (g %% 200), 'succeeded', 0,
+       CASE WHEN g %% 3 = 0 THEN 'pony-v6' ELSE 'demo' END, 'lic', 'p', '', 'p', '', 1024, 1024, 30, 7, 'Euler a',
        g, 1, 'png', 'k', 1, false, 30,
-       (SELECT m0 + ((g % days) || ' days')::interval FROM params) AT TIME ZONE 'UTC',
-       (SELECT m0 + ((g % days) || ' days')::interval FROM params) AT TIME ZONE 'UTC', 'committed'
+       (SELECT m0 + ((g %% days) || ' days')::interval FROM params) AT TIME ZONE 'UTC',
+       (SELECT m0 + ((g %% days) || ' days')::interval FROM params) AT TIME ZONE 'UTC', 'committed'
 FROM generate_series(%(lo)s, %(hi)s - 1) AS g;
 INSERT INTO job_outputs (id, job_id, index, seed, format, width, height, storage_key, size_bytes, sha256, created_at)
 SELECT 'img_b' || g, 'gen_b' || g, 0, g, 'png', 1024, 1024, 'k', 1, 'x', j.created_at
@@ -76,7 +76,9 @@ def fill(libpq: str, start: int, stop: int) -> None:
     with psycopg.connect(libpq, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")  # bulk load: skip FK triggers
         for lo in range(start, stop, 200_000):
-            conn.execute(FILL_SQL, {"lo": lo, "hi": min(stop, lo + 200_000)})
+            for statement in FILL_SQL.split(";"):
+                if statement.strip():
+                    conn.execute(statement, {"lo": lo, "hi": min(stop, lo + 200_000)})
         conn.execute(ROLLUP_SQL)
 
 

@@ -244,14 +244,14 @@ def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Ov
         if key == "sd_model_checkpoint":
             spec = None if _unset(value) else resolve_checkpoint(catalog, value)
         elif key == "samples_format":
-            fmt = _SAMPLES_FORMATS.get(str(value).strip().casefold())
+            fmt = "png" if _unset(value) else _SAMPLES_FORMATS.get(str(value).strip().casefold())
             if fmt is None:
                 raise InvalidRequest(f"samples_format must be one of {', '.join(_SAMPLES_FORMATS)}.",
                                      code="invalid_value", param=param)
             output_format = fmt
         elif key == "CLIP_stop_at_last_layers":
-            # A1111 reads this for SD1.x/2.x only: SDXL's text encoders always use their penultimate
-            # layer there (unless sdxl_clip_l_skip is set), which is also what our SDXL pipelines do.
+            if value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
                 raise InvalidRequest("CLIP_stop_at_last_layers must be an integer from 1 to 12.",
                                      code="invalid_value", param=param)
@@ -299,6 +299,11 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
         raise InvalidRequest("prompt must not be empty.", code="missing_field", param="prompt")
     overrides = _overrides(body.override_settings, catalog)
     spec = overrides.spec or catalog.get(None)
+    # A1111 applies clip skip to SD1.x/2.x only: SDXL's text encoders always use their penultimate
+    # layer there (unless sdxl_clip_l_skip is set), which is also what our SDXL pipelines do.
+    if overrides.clip_skip != 1 and spec.family != "sdxl":
+        raise _unsupported("override_settings.CLIP_stop_at_last_layers",
+                           f"Clip skip on model '{spec.name}' ({spec.family})")
     batch_size, n_iter = body.batch_size or 1, body.n_iter or 1
     n = batch_size * n_iter
     limits = effective_limits(principal.account, principal.key)

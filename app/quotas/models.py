@@ -22,6 +22,8 @@ class QuotaCounter(Base):
     period_start: Mapped[date] = mapped_column(Date, primary_key=True)
     used: Mapped[int] = mapped_column(Integer, default=0)
     reserved: Mapped[int] = mapped_column(Integer, default=0)
+    # The limit in force at the last reservation (None = unlimited); reservations compare against it.
+    cap: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -29,23 +29,31 @@ def _pk(key: CounterKey) -> list[ColumnElement[bool]]:
             QuotaCounter.period_start == start]
 
 
-async def ensure_counters(session: AsyncSession, keys: Sequence[CounterKey], now: datetime) -> None:
+async def try_reserve_all(
+    session: AsyncSession, wanted: Sequence[tuple[CounterKey, int | None]], n: int, now: datetime
+) -> set[CounterKey]:
+    """Reserves ``n`` on every counter in one statement; returns the counters that took it.
+
+    An upsert per row: a missing counter is created holding ``n`` (callers check
+    ``n <= limit`` first), an existing one is bumped only while ``used + reserved + n``
+    stays within its limit. Rows are written in the given (sorted) order, which is the
+    lock order. Fewer rows back than asked means a limit was hit: the caller raises and
+    the transaction's rollback undoes the rows that did take the reservation.
+    """
     insert = dialect_insert(session)
-    rows = [{"scope": s, "scope_id": i, "period": p, "period_start": d, "used": 0, "reserved": 0, "updated_at": now}
-            for s, i, p, d in keys]
-    await session.execute(insert(QuotaCounter).values(rows).on_conflict_do_nothing())
-
-
-async def try_reserve(session: AsyncSession, key: CounterKey, n: int, limit: int | None, now: datetime) -> bool:
-    conditions = _pk(key)
-    if limit is not None:
-        conditions.append(QuotaCounter.used + QuotaCounter.reserved + n <= limit)
-    stmt = (
-        update(QuotaCounter).where(*conditions)
-        .values(reserved=QuotaCounter.reserved + n, updated_at=now)
-        .returning(QuotaCounter.used).execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).first() is not None
+    stmt = insert(QuotaCounter).values([
+        {"scope": s, "scope_id": i, "period": p, "period_start": d, "used": 0, "reserved": n, "cap": limit,
+         "updated_at": now}
+        for (s, i, p, d), limit in wanted
+    ])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[QuotaCounter.scope, QuotaCounter.scope_id, QuotaCounter.period, QuotaCounter.period_start],
+        set_={"reserved": QuotaCounter.reserved + stmt.excluded.reserved, "cap": stmt.excluded.cap,
+              "updated_at": stmt.excluded.updated_at},
+        where=or_(stmt.excluded.cap.is_(None),
+                  QuotaCounter.used + QuotaCounter.reserved + stmt.excluded.reserved <= stmt.excluded.cap),
+    ).returning(QuotaCounter.scope, QuotaCounter.scope_id, QuotaCounter.period, QuotaCounter.period_start)
+    return {(r[0], r[1], r[2], r[3]) for r in (await session.execute(stmt)).all()}
 
 
 async def settle(session: AsyncSession, key: CounterKey, *, reserved: int, used: int, now: datetime) -> None:

@@ -114,9 +114,10 @@ async def reserve(session: AsyncSession, account: Account, key: ApiKey, job: Job
     """Reserves the job's images on every counter, or raises 402 and (by rollback) reserves nothing."""
     job.quota_day, job.quota_month = day_start(now), month_start(now)
     pairs = _counter_limits(account, key, job)
-    await repo.ensure_counters(session, [k for k, _ in pairs], now)
+    taken = set() if any(limit is not None and job.n > limit for _, limit in pairs) else \
+        await repo.try_reserve_all(session, pairs, job.n, now)
     for counter, limit in pairs:
-        if not await repo.try_reserve(session, counter, job.n, limit, now):
+        if counter not in taken:
             scope, _, period, start = counter
             resets = next_day(start) if period == "day" else next_month(start)
             raise QuotaExceeded(

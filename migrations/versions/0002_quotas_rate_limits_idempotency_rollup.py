@@ -25,6 +25,7 @@ def upgrade() -> None:
     sa.Column('period_start', sa.Date(), nullable=False),
     sa.Column('used', sa.Integer(), nullable=False),
     sa.Column('reserved', sa.Integer(), nullable=False),
+    sa.Column('cap', sa.Integer(), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('scope', 'scope_id', 'period', 'period_start', name=op.f('pk_quota_counters'))
     )

@@ -7,8 +7,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.runtime.demo_model import AURAFLOW_SCHEDULER_CONFIG, SD3_SCHEDULER_CONFIG
 from app.runtime.pipelines import LoadedModel
-from app.runtime.samplers import SAMPLERS, make_scheduler, resolve_sampler, sampler_names, scheduler_config
+from app.runtime.samplers import (
+    FLOW_SAMPLERS,
+    SAMPLERS,
+    make_scheduler,
+    resolve_sampler,
+    sampler_names,
+    samplers_for_family,
+    scheduler_config,
+)
 from app.runtime.types import GenerationParams, ImagePrompt
 
 REQUIRED = [
@@ -76,7 +85,11 @@ def test_light_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import app.runtime, app.runtime.samplers, app.runtime.types, app.runtime.encoding\n"
+        "import app.runtime.sizes, app.runtime.families, app.runtime.oom, app.config\n"
         "app.runtime.resolve_sampler('euler_a')\n"
+        "app.runtime.resolve_sampler('euler', family='sd3')\n"
+        "spec = app.config.ModelSpec(name='m', family='auraflow', path='/m')\n"
+        "assert app.runtime.check_size(spec, 1024, 1024) is None\n"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'fastapi', 'sqlalchemy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -133,3 +146,50 @@ def test_stochastic_samplers_draw_noise_per_image(runtime_model: LoadedModel, na
     alone = runtime_model.generate(params, [second])
     diff = np.abs(np.asarray(batch[1], dtype=np.int16) - np.asarray(alone[0], dtype=np.int16))
     assert diff.max() <= 2
+
+
+def test_samplers_per_family() -> None:
+    assert samplers_for_family("sdxl") == sampler_names()
+    assert samplers_for_family("sd3") == samplers_for_family("auraflow") == list(FLOW_SAMPLERS)
+    assert set(FLOW_SAMPLERS) == {"Euler", "Heun", "DPM++ 2M", "UniPC"}
+    with pytest.raises(KeyError):
+        samplers_for_family("flux")
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "expected"),
+    [
+        ("euler", "sd3", "Euler"),
+        ("k_euler", "auraflow", "Euler"),
+        ("dpmpp_2m", "sd3", "DPM++ 2M"),
+        ("uni_pc", "auraflow", "UniPC"),
+        ("Euler a", "sdxl", "Euler a"),
+    ],
+)
+def test_resolve_sampler_within_a_family(name: str, family: str, expected: str) -> None:
+    assert resolve_sampler(name, family=family) == expected
+
+
+@pytest.mark.parametrize("name", ["Euler a", "DPM++ 2M Karras", "DPM++ 2M SDE", "DDIM", "k_euler_a"])
+def test_noise_prediction_samplers_do_not_exist_for_flow_models(name: str) -> None:
+    with pytest.raises(KeyError):
+        resolve_sampler(name, family="sd3")
+    with pytest.raises(KeyError):
+        resolve_sampler("DPM++ 2M", "Karras", family="auraflow")
+
+
+@pytest.mark.parametrize("base", [SD3_SCHEDULER_CONFIG, AURAFLOW_SCHEDULER_CONFIG])
+def test_flow_schedulers_keep_the_models_shift(base: dict[str, Any]) -> None:
+    base = {"_class_name": "FlowMatchEulerDiscreteScheduler", **base}
+    euler = make_scheduler("Euler", base, family="sd3")
+    assert type(euler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    assert euler.config.shift == base["shift"]
+    heun = make_scheduler("Heun", base, family="sd3")
+    assert type(heun).__name__ == "FlowMatchHeunDiscreteScheduler"
+    assert heun.config.shift == base["shift"]
+    for name in ("DPM++ 2M", "UniPC"):
+        solver = make_scheduler(name, base, family="auraflow")
+        assert solver.config.use_flow_sigmas is True
+        assert solver.config.prediction_type == "flow_prediction"
+        assert solver.config.flow_shift == base["shift"]
+    assert "flow_shift" not in scheduler_config("Euler", base, family="sd3")
