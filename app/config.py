@@ -6,13 +6,14 @@ or a ``ModelSpec`` and never reads the environment itself.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Family = Literal["sdxl", "sd3", "auraflow"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -58,6 +59,10 @@ class ModelSpec(BaseModel):
     # configs, tokenizers). Without it the bundled SDXL base configs are used (right for Pony V6 XL).
     config: Path | None = None
     nsfw_capable: bool = False
+    # A Pony-family model trained on rating_safe/questionable/explicit tags: each job gets the
+    # tags of its account's max_rating (see app.moderation.apply_rating_tags). Opt-in, because
+    # on a model that never saw these tags they are just noise in the prompt.
+    rating_tags: bool = False
     # A VAE to use instead of the model's own: a diffusers folder (config.json, or a vae/
     # subfolder) or one .safetensors file in diffusers or original layout.
     vae: Path | None = None
@@ -81,7 +86,8 @@ class ModelSpec(BaseModel):
 
         # Flow-matching families have no "Euler a"; a spec that does not choose gets the family's default.
         if "sampler" not in self.defaults.model_fields_set:
-            self.defaults.sampler = family_traits(self.family).default_sampler
+            # A copy: the defaults object may be shared with specs of other families.
+            self.defaults = self.defaults.model_copy(update={"sampler": family_traits(self.family).default_sampler})
         return self
 
     @model_validator(mode="after")
@@ -130,10 +136,38 @@ class ModelSpec(BaseModel):
         return negative_prompt
 
 
+class LicenseSpec(BaseModel):
+    """A model licence's terms as the models file (or the admin API) states them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+    url: str | None = Field(default=None, max_length=500)
+    monetization_allowed: bool = True
+    allowed_plans: list[str] | None = Field(default=None, description="Plan codes; null = every plan")
+    monthly_image_cap: int | None = Field(default=None, ge=0, description="Deployment-wide; null = no cap")
+    cap_period: Literal["calendar_month", "rolling_30d"] = "calendar_month"
+    annual_revenue_cap_usd: float | None = Field(default=None, ge=0)
+    warning_thresholds: list[float] = Field(default=[0.8, 0.95], min_length=1, max_length=5)
+    at_cap: Literal["reject", "fallback", "allow_overage"] = "reject"
+    fallback_model: str | None = None
+
+    @model_validator(mode="after")
+    def _fallback_named(self) -> LicenseSpec:
+        if self.at_cap == "fallback" and not self.fallback_model:
+            raise ValueError("at_cap = 'fallback' needs fallback_model")
+        if any(not 0 < t <= 1 for t in self.warning_thresholds):
+            raise ValueError("warning thresholds are fractions in (0, 1]")
+        self.warning_thresholds = sorted(self.warning_thresholds)
+        return self
+
+
 class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[ModelSpec] = Field(min_length=1)
+    licenses: list[LicenseSpec] = Field(default_factory=list)
 
     @field_validator("models")
     @classmethod
@@ -145,11 +179,14 @@ class ModelsFile(BaseModel):
         return models
 
 
+def read_models_file(path: Path) -> ModelsFile:
+    with path.open("rb") as fh:
+        return ModelsFile.model_validate(tomllib.load(fh))
+
+
 def load_models_file(path: Path) -> list[ModelSpec]:
     """Parse a models file; relative model paths resolve against the file's folder."""
-    with path.open("rb") as fh:
-        raw = tomllib.load(fh)
-    models = ModelsFile.model_validate(raw).models
+    models = read_models_file(path).models
     for spec in models:
         if not spec.path.is_absolute():
             spec.path = (path.parent / spec.path).resolve()
@@ -194,7 +231,8 @@ class Settings(BaseSettings):
     # /readyz fails when no worker heartbeat is younger than this.
     worker_stale_seconds: float = 15.0
     max_body_bytes: int = 64 * 1024
-    max_prompt_chars: int = 4000
+    # Longest prompt, and separately negative prompt, a caller may send (400 prompt_too_long).
+    max_prompt_chars: int = Field(default=4000, ge=1)
     # Upper bound on queued jobs overall: beyond it the API answers 503, not a growing backlog.
     max_queue_depth: int = 10_000
     log_json: bool = True
@@ -202,6 +240,29 @@ class Settings(BaseSettings):
     max_batch_images: int = 4
     # How long shutdown waits for a running batch to finish.
     drain_timeout_seconds: float = 60.0
+    # Moderation. CSAM-category blocks within the window that suspend the account.
+    moderation_strike_threshold: int = Field(default=3, ge=1)
+    moderation_strike_window_hours: float = Field(default=24.0, gt=0)
+    # The operator's own word lists (word-list format, comma-separated paths): more blocked
+    # terms, and benign phrases that lift a built-in blocklist match.
+    moderation_block_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    moderation_allow_files: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # How often each API process checks the artist opt-out registry for changes.
+    moderation_optout_refresh_seconds: float = Field(default=2.0, gt=0)
+    # Output review: a TorchScript (.pt/.ts) or torch.export (.pt2) image classifier that maps
+    # a float batch [N, 3, S, S] in [0, 1] to N scores in [0, 1]; unset = no output review.
+    moderation_classifier: Path | None = None
+    moderation_classifier_input_size: int = Field(default=224, ge=8, le=2048)
+
+    @field_validator("moderation_block_files", "moderation_allow_files", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @property
     def resolved_images_dir(self) -> Path:
@@ -214,6 +275,11 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def license_specs(self) -> list[LicenseSpec]:
+        if self.models_file is not None:
+            return read_models_file(self.models_file).licenses
+        return [LicenseSpec(id="demo", name="Demo model (no restrictions)")]
 
     def model_specs(self) -> list[ModelSpec]:
         if self.models_file is not None:

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.db import Database
 from app.generation.catalog import ModelCatalog
 from app.generation.service import Presenter
+from app.moderation.service import Moderator
 from app.observability.fleet import FleetSnapshot
 from app.queue.notify import JobEvents
 from app.storage.local import LocalImageStore
@@ -25,6 +26,7 @@ class AppContext:
     store: LocalImageStore
     presenter: Presenter
     fleet: FleetSnapshot
+    moderation: Moderator
 
 
 def _context(request: Request) -> AppContext:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 
 from app.admin.endpoints import router as admin_router
 from app.compat.endpoints import router as compat_router
@@ -20,7 +21,14 @@ from app.generation.catalog import ModelCatalog
 from app.generation.endpoints import router as generation_router
 from app.generation.events import router as generation_events_router
 from app.generation.service import Presenter
+from app.kit.clock import utcnow
+from app.licensing import service as licensing
+from app.licensing.endpoints import router as licensing_router
 from app.metering.endpoints import router as usage_router
+from app.moderation.endpoints import router as moderation_router
+from app.moderation.service import Moderator, build_policy
+from app.moderation.service import attach as attach_moderator
+from app.moderation.service import detach as detach_moderator
 from app.observability.endpoints import router as ops_router
 from app.observability.fleet import FLEET
 from app.observability.middleware import RequestMiddleware
@@ -38,6 +46,17 @@ Authenticate with `Authorization: Bearer <key>`. Errors always have the shape
 """
 
 
+async def sync_licenses(db: Database, settings: Settings) -> None:
+    """Records licence terms from the models file as new versions when they changed."""
+    try:
+        async with db.unit_of_work() as session:
+            changed = await licensing.sync_from_specs(session, settings.license_specs(), utcnow())
+        if changed:
+            log.info("licence terms recorded", extra={"licenses": changed})
+    except IntegrityError:
+        log.info("another replica recorded the licence terms first")
+
+
 def create_app(settings: Settings | None = None, *, embedded_worker: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
@@ -48,11 +67,18 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         events.bind(asyncio.get_running_loop())
         async with db.unit_of_work() as session:
             secret = await load_or_create_secret(session)
+        await sync_licenses(db, settings)
         store = LocalImageStore(settings.resolved_images_dir)
         catalog = ModelCatalog(settings.model_specs())
+        # Built before serving: an unreadable operator word list stops start-up instead of
+        # running with less moderation than configured.
+        moderator = Moderator(db, settings, await asyncio.to_thread(build_policy, settings, catalog.specs()))
+        await moderator.refresh(force=True)
+        attach_moderator(db, moderator)
+        moderator.start()
         app.state.db = db
         app.state.ctx = AppContext(settings=settings, db=db, catalog=catalog, events=events, store=store,
-                                   presenter=Presenter(UrlSigner(secret), store), fleet=FLEET)
+                                   presenter=Presenter(UrlSigner(secret), store), fleet=FLEET, moderation=moderator)
         listener = None
         if db.is_postgres:
             listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
@@ -75,6 +101,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
                     await asyncio.wait_for(worker_task, timeout=settings.drain_timeout_seconds)
             if listener is not None:
                 await listener.stop()
+            await moderator.stop()
+            detach_moderator(db)
             await db.dispose()
 
     app = FastAPI(
@@ -90,5 +118,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.include_router(compat_router)
     app.include_router(admin_router)
     app.include_router(usage_router)
+    app.include_router(moderation_router)
+    app.include_router(licensing_router)
     app.include_router(ops_router)
     return app

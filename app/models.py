@@ -2,12 +2,33 @@
 
 from app.accounts.models import Account, ApiKey, Plan
 from app.kit.meta import SystemMeta
+from app.licensing.models import License, LicenseLock, LicenseReport, LicenseUsageDaily, RevenueEntry
 from app.metering.models import UsageEntry
 from app.metering.rollup import UsageDaily
+from app.moderation.models import ArtistOptOut, ModerationAuditEntry, ModerationIncident, ModerationReview
 from app.queue.models import Job, JobOutput, Worker
 from app.quotas.models import IdempotencyRecord, QuotaCounter, RateLimitState
 
 __all__ = [
-    "Account", "ApiKey", "IdempotencyRecord", "Job", "JobOutput", "Plan", "QuotaCounter", "RateLimitState",
-    "SystemMeta", "UsageDaily", "UsageEntry", "Worker",
+    "Account",
+    "ApiKey",
+    "ArtistOptOut",
+    "IdempotencyRecord",
+    "Job",
+    "JobOutput",
+    "License",
+    "LicenseLock",
+    "LicenseReport",
+    "LicenseUsageDaily",
+    "ModerationAuditEntry",
+    "ModerationIncident",
+    "ModerationReview",
+    "Plan",
+    "QuotaCounter",
+    "RateLimitState",
+    "RevenueEntry",
+    "SystemMeta",
+    "UsageDaily",
+    "UsageEntry",
+    "Worker",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime
@@ -36,6 +36,8 @@ class Plan(Base):
     max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
     # None = every model.
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    # A paid plan is monetised inference: some model licences forbid it.
+    is_paid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -48,6 +50,11 @@ class Account(Base):
     status: Mapped[str] = mapped_column(String(20), default="active")
     # Any plan limit, replaced for this account ({"monthly_image_quota": 5000, ...}).
     limit_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # The most explicit content this account may request: safe | questionable | explicit.
+    # Safe by default: adult content is something an operator grants, never the default.
+    max_rating: Mapped[str] = mapped_column(String(16), default="safe", server_default="safe")
+    # Output classifier scores above this withhold the image for human review.
+    review_threshold: Mapped[float] = mapped_column(Float, default=0.8, server_default="0.8")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     plan: Mapped[Plan] = relationship(lazy="joined")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Scope = Literal["generate", "admin", "moderator"]
+Rating = Literal["safe", "questionable", "explicit"]
 
 
 class AccountCreate(BaseModel):
@@ -38,6 +39,8 @@ class AccountOut(BaseModel):
     name: str
     status: str
     plan: PlanOut
+    max_rating: Rating = Field(description="Most explicit content the account may request (default safe).")
+    review_threshold: float = Field(description="Output classifier score above which an image is withheld.")
     created_at: datetime
 
 
@@ -107,6 +110,7 @@ class PlanFields(BaseModel):
     max_n: int | None = Field(default=None, ge=1)
     priority: int | None = None
     allowed_models: list[str] | None = Field(default=None, description="null = every model")
+    is_paid: bool | None = Field(default=None, description="Paid plans are monetised inference (licences may forbid)")
 
 
 class PlanCreate(PlanFields):
@@ -117,6 +121,7 @@ class PlanCreate(PlanFields):
     max_steps: int = Field(default=50, ge=1)
     max_n: int = Field(default=4, ge=1)
     priority: int = 0
+    is_paid: bool = False
 
 
 class PlanDetail(PlanOut):
@@ -125,6 +130,7 @@ class PlanDetail(PlanOut):
     max_concurrent_jobs: int | None
     max_queued_jobs: int | None
     allowed_models: list[str] | None
+    is_paid: bool
 
 
 class AccountPatch(BaseModel):
@@ -135,6 +141,17 @@ class AccountPatch(BaseModel):
     status: Literal["active", "suspended"] | None = None
     limit_overrides: LimitOverrides | None = Field(
         default=None, description="Replaces the account's overrides; fields left null follow the plan"
+    )
+    max_rating: Rating | None = Field(
+        default=None,
+        description="Most explicit content the account may request: 'safe' (the default) refuses explicit terms "
+                    "and adds rating_safe on Pony models, 'questionable' adds rating_questionable, 'explicit' "
+                    "adds nothing. The CSAM guard applies whatever this says.",
+    )
+    review_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Output classifier score above which an image is withheld for review (default 0.8; "
+                    "1.0 never withholds).",
     )
 
 

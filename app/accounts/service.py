@@ -130,6 +130,9 @@ async def update_plan(session: AsyncSession, code: str, changes: dict[str, Any])
 
 async def update_account(session: AsyncSession, account_id: str, changes: dict[str, Any]) -> Account:
     account = await get_account(session, account_id)
+    for field in ("max_rating", "review_threshold"):
+        if field in changes and changes[field] is None:
+            raise InvalidRequest(f"'{field}' cannot be null.", code="invalid_value", param=field)
     if "plan" in changes:
         plan = await repo.plan_by_code(session, changes.pop("plan"))
         if plan is None:

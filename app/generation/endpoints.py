@@ -13,18 +13,30 @@ from app.accounts.auth import GenerateCaller, _bearer
 from app.accounts.service import authenticate
 from app.context import ContextDep, base_url
 from app.db import SessionDep
-from app.errors import COMMON_ERROR_RESPONSES, AuthenticationError, ErrorResponse, GenerationFailed, NotFound, Timeout
+from app.errors import (
+    COMMON_ERROR_RESPONSES,
+    AuthenticationError,
+    ErrorResponse,
+    GenerationFailed,
+    NotFound,
+    PermissionDenied,
+    Timeout,
+)
 from app.generation import service
 from app.generation.schemas import (
     GenerationRequest,
     ImagesResponse,
     JobOut,
     ModelDefaultsOut,
+    ModelLicenseOut,
     ModelLimitsOut,
     ModelList,
     ModelOut,
 )
+from app.kit.clock import utcnow
+from app.licensing import service as licensing
 from app.queue.models import JobStatus
+from app.quotas.limits import effective_limits
 from app.runtime.encoding import MEDIA_TYPES
 from app.runtime.samplers import sampler_names
 
@@ -168,16 +180,32 @@ async def get_image(
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(_: GenerateCaller, ctx: ContextDep) -> ModelList:
-    """Models this key may use, with their defaults, limits, samplers and licence (OpenAI models-list shape)."""
+async def list_models(caller: GenerateCaller, ctx: ContextDep, session: SessionDep) -> ModelList:
+    """Models this key may use, with their defaults, limits, samplers and the licence terms that matter to a
+    caller (OpenAI models-list shape)."""
     samplers = sampler_names()
+    limits = effective_limits(caller.account, caller.key)
+    now = utcnow()
+    models = []
+    for spec in ctx.catalog.specs():
+        if not limits.allows_model(spec.name):
+            continue
+        terms = await licensing.terms_for(session, spec.license, now)
+        try:
+            licensing.check_plan(terms, caller.plan, spec.name)
+        except PermissionDenied:
+            continue
+        models.append((spec, terms))
     return ModelList(data=[
         ModelOut(
             id=spec.name, created=_STARTED, family=spec.family, description=spec.description, license=spec.license,
+            license_terms=None if terms is None else ModelLicenseOut(
+                id=terms.id, name=terms.name, url=terms.url, monetization_allowed=terms.monetization_allowed,
+                monthly_image_cap=terms.monthly_image_cap, at_cap=terms.at_cap, fallback_model=terms.fallback_model),
             defaults=ModelDefaultsOut(**spec.defaults.model_dump()),
             limits=ModelLimitsOut(min_width=spec.min_width, max_width=spec.max_width, min_height=spec.min_height,
                                   max_height=spec.max_height, max_steps=spec.max_steps),
             samplers=samplers, prompt_prefix=spec.prompt_prefix, prompt_suffix=spec.prompt_suffix,
         )
-        for spec in ctx.catalog.specs()
+        for spec, terms in models
     ])

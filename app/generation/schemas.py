@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+OutputStatus = Literal["delivered", "withheld", "removed"]
+_STATUS_DOC = ("'delivered'; 'withheld' while the output classifier's flag awaits a moderator (no bytes or link "
+               "until released); 'removed' once a moderator rejected it.")
 MAX_SEED = 2**32 - 1
 
 
@@ -66,6 +69,7 @@ class ImageData(BaseModel):
     b64_json: str | None = None
     revised_prompt: str
     seed: int
+    status: OutputStatus = Field(default="delivered", description=_STATUS_DOC)
 
 
 class ImagesResponse(BaseModel):
@@ -88,12 +92,13 @@ class JobError(BaseModel):
 
 class OutputOut(BaseModel):
     id: str
-    url: str
+    url: str | None = Field(description="Signed link to the image; null while it is withheld or once removed.")
     seed: int
     width: int
     height: int
     format: OutputFormat
     revised_prompt: str
+    status: OutputStatus = Field(default="delivered", description=_STATUS_DOC)
 
 
 class JobParameters(BaseModel):
@@ -143,6 +148,16 @@ class ModelLimitsOut(BaseModel):
     max_steps: int
 
 
+class ModelLicenseOut(BaseModel):
+    id: str
+    name: str
+    url: str | None
+    monetization_allowed: bool
+    monthly_image_cap: int | None = Field(description="Deployment-wide images per period; null = no cap")
+    at_cap: str = Field(description="What happens at the cap: reject, fallback (to fallback_model) or allow_overage")
+    fallback_model: str | None
+
+
 class ModelOut(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -151,6 +166,7 @@ class ModelOut(BaseModel):
     family: str
     description: str
     license: str | None
+    license_terms: ModelLicenseOut | None
     defaults: ModelDefaultsOut
     limits: ModelLimitsOut
     samplers: list[str]

@@ -33,9 +33,12 @@ from app.generation.schemas import (
 )
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
+from app.licensing import service as licensing
 from app.metering.service import megapixel_steps, price_units
+from app.moderation import Rating, apply_rating_tags
+from app.moderation.service import moderator_for
 from app.queue import repository as queue
-from app.queue.models import Job, JobOutput, JobStatus
+from app.queue.models import Job, JobOutput, JobStatus, OutputStatus
 from app.queue.notify import JobEvents, publish_job_changed, publish_work
 from app.quotas import service as quotas
 from app.quotas.limits import Limits, effective_limits
@@ -79,8 +82,10 @@ def _check_plan(principal: Principal, limits: Limits, *, width: int, height: int
             )
 
 
-def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, limits: Limits) -> Job:
-    """The job a valid request becomes; raises on the first invalid parameter."""
+def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, limits: Limits, *,
+              rating: Rating | None = None) -> Job:
+    """The job a valid request becomes; raises on the first invalid parameter. ``rating`` (from
+    moderation) adds Pony rating tags to the revised prompts of models with ``rating_tags``."""
     width, height = _resolve_size(req, spec)
     steps = req.steps if req.steps is not None else spec.defaults.steps
     if steps > spec.max_steps:
@@ -100,13 +105,17 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
     if seed + req.n - 1 > 2**32 - 1:
         raise InvalidRequest("seed + n - 1 must stay below 2^32.", code="invalid_seed", param="seed")
     negative = req.negative_prompt or ""
+    revised_prompt, revised_negative = spec.revise_prompt(req.prompt), spec.revise_negative_prompt(req.negative_prompt)
+    if rating is not None and spec.rating_tags:
+        revised_prompt, revised_negative = apply_rating_tags(revised_prompt, revised_negative, rating)
     return Job(
         id=new_id("gen"), account_id=principal.account.id, api_key_id=principal.key.id,
         status=JobStatus.QUEUED, priority=limits.priority, model=spec.name, license=spec.license,
-        prompt=req.prompt, negative_prompt=negative, revised_prompt=spec.revise_prompt(req.prompt),
-        revised_negative_prompt=spec.revise_negative_prompt(req.negative_prompt), width=width, height=height,
+        prompt=req.prompt, negative_prompt=negative, revised_prompt=revised_prompt,
+        revised_negative_prompt=revised_negative, width=width, height=height,
         steps=steps, guidance_scale=guidance, sampler=sampler, seed=seed, n=req.n,
-        output_format=req.output_format, request_user=req.user,
+        output_format=req.output_format, request_user=req.user, plan_code=principal.plan.code,
+        plan_paid=principal.plan.is_paid,
         batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}",
         attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
     )
@@ -115,6 +124,7 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
 async def submit(
     session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *,
     limits: Limits, max_queue_depth: int, now: datetime, idempotency_key: str | None = None,
+    rating: Rating | None = None,
 ) -> Job:
     """Validates, checks in-flight limits, reserves quota and enqueues — all in the caller's
     transaction, so a refusal anywhere leaves nothing behind. Workers wake when it commits."""
@@ -122,16 +132,42 @@ async def submit(
     if not limits.allows_model(spec.name):
         raise PermissionDenied(f"Your plan does not include model '{spec.name}'.", code="model_not_allowed",
                                param="model")
-    job = build_job(principal, req, spec, limits)
+    terms = await licensing.terms_for(session, spec.license, now)
+    licensing.check_plan(terms, principal.plan, spec.name)
+    job = build_job(principal, req, spec, limits, rating=rating)
     job.idempotency_key = idempotency_key
     depth = (await queue.count_by_status(session, [JobStatus.QUEUED]))[JobStatus.QUEUED]
     if depth >= max_queue_depth:
         raise ServiceUnavailable("The queue is full; retry shortly.", code="queue_full",
                                  headers={"Retry-After": "5"})
+    # Lock order, everywhere: key row → quota counters → licence lock → licence day row.
     await quotas.check_inflight(session, principal.key, limits)
     await quotas.reserve(session, principal.account, principal.key, job, now)
+    if (await licensing.reserve(session, job, terms, now)).outcome == "fallback":
+        assert terms is not None and terms.fallback_model is not None
+        job = await _route_to_fallback(session, principal, req, catalog, limits, job, terms.fallback_model, now,
+                                       rating=rating)
     await queue.insert_job(session, job)
     await publish_work(session, job.model)
+    return job
+
+
+async def _route_to_fallback(
+    session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, limits: Limits,
+    original: Job, fallback_model: str, now: datetime, *, rating: Rating | None = None,
+) -> Job:
+    """The licence of the requested model is at its cap: the job runs on the fallback model instead,
+    metered against the fallback's licence (one hop only: a capped fallback is refused, not chained)."""
+    spec = catalog.get(fallback_model)
+    terms = await licensing.terms_for(session, spec.license, now)
+    licensing.check_plan(terms, principal.plan, spec.name)
+    job = build_job(principal, req.model_copy(update={"model": spec.name}), spec, limits, rating=rating)
+    job.id, job.idempotency_key = original.id, original.idempotency_key
+    job.quota_day, job.quota_month, job.reservation_state = original.quota_day, original.quota_month, "held"
+    job.requested_model, job.requested_license = original.model, original.license
+    if (await licensing.reserve(session, job, terms, now)).outcome == "fallback":
+        raise PermissionDenied(f"Neither model '{original.model}' nor its fallback '{spec.name}' is within its "
+                               "licence cap.", code="license_cap_reached", param="model")
     return job
 
 
@@ -163,6 +199,9 @@ async def accept(
     async with db.unit_of_work() as session:
         rate = await quotas.take_rate_token(session, principal.key, limits, now)
     try:
+        # Before any claim or reservation: a refused prompt leaves no job and costs no quota
+        # (its incident is written in the moderator's own transaction).
+        screening = await moderator_for(db).screen(principal, req, catalog.get(req.model), endpoint=endpoint)
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 255:
                 raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", code="invalid_idempotency_key",
@@ -179,7 +218,7 @@ async def accept(
         try:
             async with db.unit_of_work() as session:
                 job = await submit(session, principal, req, catalog, limits=limits, max_queue_depth=max_queue_depth,
-                                   now=now, idempotency_key=idempotency_key)
+                                   now=now, idempotency_key=idempotency_key, rating=screening.rating)
                 if idempotency_key is not None:
                     await quotas.finish_idempotent(session, principal.key, idempotency_key, job.id)
         except BaseException:
@@ -246,7 +285,7 @@ async def wait_until_finished(
 
 
 def _usage(job: Job, outputs: Sequence[JobOutput]) -> UsageBlock:
-    charged = len(outputs) if job.status == JobStatus.SUCCEEDED else 0
+    charged = sum(1 for o in outputs if o.charged) if job.status == JobStatus.SUCCEEDED else 0
     return UsageBlock(images=charged, megapixel_steps=megapixel_steps(job.width, job.height, job.steps) * charged,
                       price_units=price_units(job.width, job.height, job.steps) * charged,
                       gpu_seconds=job.gpu_seconds)
@@ -263,7 +302,8 @@ class Presenter:
         return f"{base_url.rstrip('/')}/v1/images/{image_id}?{self.signer.query(image_id)}"
 
     async def job(self, session: AsyncSession, job: Job, base_url: str) -> JobOut:
-        outputs = await queue.outputs_of(session, job.id) if job.status == JobStatus.SUCCEEDED else []
+        outputs = (await queue.outputs_of(session, job.id, include_withheld=True)
+                   if job.status == JobStatus.SUCCEEDED else [])
         position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
         return JobOut(
             id=job.id, status=job.status,
@@ -276,8 +316,9 @@ class Presenter:
                 seed=job.seed, output_format=job.output_format,
             ),
             outputs=[
-                OutputOut(id=o.id, url=self.image_url(base_url, o.id), seed=o.seed, width=o.width,
-                          height=o.height, format=o.format, revised_prompt=job.revised_prompt)
+                OutputOut(id=o.id, url=None if o.withheld else self.image_url(base_url, o.id), seed=o.seed,
+                          width=o.width, height=o.height, format=o.format, revised_prompt=job.revised_prompt,
+                          status=o.status)
                 for o in outputs
             ],
             usage=_usage(job, outputs),
@@ -287,28 +328,38 @@ class Presenter:
     async def images(
         self, session: AsyncSession, job: Job, base_url: str, response_format: str
     ) -> ImagesResponse:
-        outputs = await queue.outputs_of(session, job.id)
+        outputs = await queue.outputs_of(session, job.id, include_withheld=True)
         data = []
         for out in outputs:
-            item = ImageData(id=out.id, revised_prompt=job.revised_prompt, seed=out.seed)
-            if response_format == "b64_json":
+            item = ImageData(id=out.id, revised_prompt=job.revised_prompt, seed=out.seed, status=out.status)
+            # A withheld or removed image is listed with its status, never with its bytes or a link.
+            if not out.withheld and response_format == "b64_json":
                 item.b64_json = base64.b64encode(await asyncio.to_thread(self.store.get, out.storage_key)).decode()
-            else:
+            elif not out.withheld:
                 item.url = self.image_url(base_url, out.id)
             data.append(item)
         return ImagesResponse(id=job.id, created=int(job.created_at.timestamp()), model=job.model, data=data,
                               usage=_usage(job, outputs))
 
 
+def _servable(output: JobOutput) -> JobOutput:
+    if output.status == OutputStatus.WITHHELD:
+        raise PermissionDenied(f"Image '{output.id}' is withheld pending moderation review.", code="image_withheld",
+                               param="id")
+    if output.status == OutputStatus.REMOVED:
+        raise NotFound(f"Image '{output.id}' was removed by moderation.", code="image_removed", param="id")
+    return output
+
+
 async def image_for_owner(session: AsyncSession, principal: Principal, image_id: str) -> JobOutput:
     found = await queue.get_output(session, image_id)
     if found is None or found[1].account_id != principal.account.id:
         raise NotFound(f"No image '{image_id}'.", param="id")
-    return found[0]
+    return _servable(found[0])
 
 
 async def image_by_id(session: AsyncSession, image_id: str) -> JobOutput:
     found = await queue.get_output(session, image_id)
     if found is None:
         raise NotFound(f"No image '{image_id}'.", param="id")
-    return found[0]
+    return _servable(found[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -17,6 +17,7 @@ class UsageEntry(Base):
         Index("ix_usage_ledger_account_created", "account_id", "created_at"),
         Index("ix_usage_ledger_key_created", "api_key_id", "created_at"),
         Index("ix_usage_ledger_job_id", "job_id"),
+        Index("ix_usage_ledger_license_created", "license", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
@@ -33,6 +34,11 @@ class UsageEntry(Base):
     steps: Mapped[int] = mapped_column(Integer)
     megapixel_steps: Mapped[float] = mapped_column(Float)
     gpu_seconds: Mapped[float] = mapped_column(Float)
+    # The plan at generation time (licence reports split free and paid), and whether the image
+    # was generated beyond its licence cap under an allow_overage policy.
+    plan_code: Mapped[str | None] = mapped_column(String(64))
+    plan_paid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    license_overage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Thousandths of a reference image (1024x1024, 30 steps): what price plans multiply.
     price_units: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

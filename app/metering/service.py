@@ -30,6 +30,7 @@ def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, n
             model=job.model, license=job.license, images=1, width=out.width, height=out.height,
             steps=job.steps, megapixel_steps=megapixel_steps(out.width, out.height, job.steps),
             gpu_seconds=round(per_image, 6), price_units=price_units(out.width, out.height, job.steps),
+            plan_code=job.plan_code, plan_paid=job.plan_paid, license_overage=job.license_overage,
             created_at=now,
         )
         for out in outputs

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from app.context import ContextDep
 from app.kit.clock import utcnow
+from app.licensing.metrics import LICENSES
 from app.queue import repository as queue
 
 router = APIRouter(tags=["operations"])
@@ -57,4 +58,5 @@ async def metrics(ctx: ContextDep) -> Response:
     """Prometheus exposition: request latency, jobs, queue depth, workers."""
     async with ctx.db.unit_of_work() as session:
         await ctx.fleet.refresh(session, ctx.settings.worker_stale_seconds)
+        await LICENSES.refresh(session, utcnow())
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

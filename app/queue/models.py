@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -22,6 +22,12 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class OutputStatus(StrEnum):
+    DELIVERED = "delivered"
+    WITHHELD = "withheld"
+    REMOVED = "removed"
 
 
 class Job(Base):
@@ -69,6 +75,13 @@ class Job(Base):
     quota_month: Mapped[date | None] = mapped_column(Date)
     reservation_state: Mapped[str] = mapped_column(String(12), default="none", server_default="none")
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # The model the caller asked for, when a licence cap routed the job to a fallback model.
+    requested_model: Mapped[str | None] = mapped_column(String(64))
+    requested_license: Mapped[str | None] = mapped_column(String(64))
+    # Reserved beyond the licence cap under an allow_overage policy.
+    license_overage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    plan_code: Mapped[str | None] = mapped_column(String(64))
+    plan_paid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -90,7 +103,16 @@ class JobOutput(Base):
     storage_key: Mapped[str] = mapped_column(String(300))
     size_bytes: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
+    # delivered | withheld (the output classifier flagged it; held for review, not served) |
+    # removed (a moderator rejected it; its bytes are deleted).
+    status: Mapped[str] = mapped_column(String(12), default=OutputStatus.DELIVERED, server_default="delivered")
+    # Whether this image is in the ledger and the quota's usage (withheld images of safe accounts are not).
+    charged: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @property
+    def withheld(self) -> bool:
+        return self.status != OutputStatus.DELIVERED
 
 
 class Worker(Base):

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.queue.models import Job, JobOutput, JobStatus, Worker
+from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
 
 
 async def insert_job(session: AsyncSession, job: Job) -> None:
@@ -26,9 +26,13 @@ async def get_job(session: AsyncSession, job_id: str) -> Job | None:
     return await session.get(Job, job_id, populate_existing=True)
 
 
-async def outputs_of(session: AsyncSession, job_id: str) -> Sequence[JobOutput]:
-    stmt = select(JobOutput).where(JobOutput.job_id == job_id).order_by(JobOutput.index)
-    return (await session.execute(stmt)).scalars().all()
+async def outputs_of(session: AsyncSession, job_id: str, *, include_withheld: bool = False) -> Sequence[JobOutput]:
+    """The job's images in order. Only deliverable ones unless ``include_withheld``: a caller that
+    serves bytes (A1111 txt2img, for one) can never hand out an image moderation holds back."""
+    stmt = select(JobOutput).where(JobOutput.job_id == job_id)
+    if not include_withheld:
+        stmt = stmt.where(JobOutput.status == OutputStatus.DELIVERED)
+    return (await session.execute(stmt.order_by(JobOutput.index))).scalars().all()
 
 
 async def get_output(session: AsyncSession, image_id: str) -> tuple[JobOutput, Job] | None:

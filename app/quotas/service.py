@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey
 from app.errors import AppError, Conflict, QuotaExceeded, RateLimited
+from app.licensing import service as licensing
 from app.queue.models import Job
 from app.quotas import repository as repo
 from app.quotas.limits import Limits, effective_limits
@@ -136,6 +137,8 @@ async def settle_job(session: AsyncSession, job_id: str, delivered: int, now: da
         return False
     for counter in _job_counter_keys(job):
         await repo.settle(session, counter, reserved=job.n, used=min(delivered, job.n), now=now)
+    # The licence counter was reserved in the same transaction as these; it ends with them.
+    await licensing.settle(session, job, delivered)
     return True
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "LoadedModel",
     "a1111_to_diffusers_clip_skip",
     "load_model",
+    "prepare_model",
     "resolve_dtype",
     "resolve_dtype_name",
     "resolve_vae_dtype",
@@ -432,6 +433,47 @@ def _configure_vae(spec: ModelSpec, pipeline: Any, dtype: torch.dtype) -> None:
     pipeline.vae.register_to_config(force_upcast=spec.vae_dtype == "float32")
 
 
+def prepare_model(
+    spec: ModelSpec,
+    pipeline: Any,
+    device: str,
+    *,
+    dtype: torch.dtype | None = None,
+    adapter: FamilyAdapter | None = None,
+) -> LoadedModel:
+    """Make a pipeline already in memory (weights in ``dtype``) servable: what ``load_model`` does after reading.
+
+    Applies the spec's VAE override and VAE dtype, moves everything to
+    ``device``, sets the CUDA memory layout, and with ``spec.compile``
+    compiles the denoiser and warms every size x batch bucket. Benchmarks use
+    it to serve a pipeline built in code through the same steps as a real model.
+    """
+    adapter = adapter if adapter is not None else adapter_for(spec.family)
+    dtype = dtype if dtype is not None else resolve_dtype(spec.dtype, device)
+    _configure_vae(spec, pipeline, dtype)
+    pipeline.to(device)
+    optimize_for_device(pipeline, adapter, device)
+    pipeline.set_progress_bar_config(disable=True)
+    model = LoadedModel(
+        spec,
+        device,
+        dtype,
+        pipeline,
+        adapter=adapter,
+        batch_buckets=spec.compile_batch_sizes if spec.compile else None,
+    )
+    if spec.compile:
+        sizes = model.warm_up_sizes()
+        compile_denoiser(
+            pipeline,
+            adapter,
+            mode=spec.compile_mode,
+            expected_graphs=len(sizes) * len(spec.compile_batch_sizes),
+        )
+        model.warm_up(sizes)
+    return model
+
+
 def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) -> LoadedModel:
     """Load ``spec`` onto ``device``, offline.
 
@@ -466,27 +508,7 @@ def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) 
         problem = adapter.pipeline_problem(pipeline)
         if problem is not None:
             raise RuntimeModelError(f"model {spec.name!r}: {path}: {problem}")
-        _configure_vae(spec, pipeline, dtype)
-        pipeline.to(device)
-        optimize_for_device(pipeline, adapter, device)
-        pipeline.set_progress_bar_config(disable=True)
-        model = LoadedModel(
-            spec,
-            device,
-            dtype,
-            pipeline,
-            adapter=adapter,
-            batch_buckets=spec.compile_batch_sizes if spec.compile else None,
-        )
-        if spec.compile:
-            sizes = model.warm_up_sizes()
-            compile_denoiser(
-                pipeline,
-                adapter,
-                mode=spec.compile_mode,
-                expected_graphs=len(sizes) * len(spec.compile_batch_sizes),
-            )
-            model.warm_up(sizes)
+        model = prepare_model(spec, pipeline, device, dtype=dtype, adapter=adapter)
     except RuntimeModelError:
         raise
     except Exception as exc:

@@ -29,9 +29,10 @@ from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.metering import repository as ledger
 from app.metering.service import ledger_rows
+from app.moderation.service import OutputReviewer, Verdict, record_withheld
 from app.observability.metrics import BATCH_IMAGES, IMAGES_GENERATED, JOBS_FINISHED, PIPELINE_SECONDS
 from app.queue import repository as queue
-from app.queue.models import Job, JobOutput, JobStatus, Worker
+from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
 from app.queue.notify import JobEvents, publish_job_changed
 from app.quotas import service as quotas
 from app.quotas.repository import purge_expired_idempotency
@@ -93,6 +94,9 @@ class QueueWorker:
         self._stopping = asyncio.Event()
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
         self._started_at = utcnow()
+        # Loaded at start-up: a configured classifier that cannot load stops the worker here,
+        # rather than letting it deliver unreviewed images.
+        self.reviewer = OutputReviewer.from_settings(db, settings, device=device)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -201,8 +205,9 @@ class QueueWorker:
         elapsed = time.perf_counter() - started
         PIPELINE_SECONDS.labels(jobs[0].model).observe(elapsed)
         BATCH_IMAGES.observe(len(slots))
-        encoded = await self._encode(slots, images)
-        await self._commit(jobs, slots, encoded, elapsed, monitor.cancelled)
+        encoded, verdicts = await asyncio.gather(self._encode(slots, images),
+                                                 self.reviewer.assess([s.job for s in slots], images))
+        await self._commit(jobs, slots, encoded, elapsed, monitor.cancelled, verdicts)
 
     async def _watch(self, monitor: _BatchMonitor) -> None:
         """While the pipeline runs: publish progress and pick up cancel requests."""
@@ -231,21 +236,29 @@ class QueueWorker:
         return list(await asyncio.gather(*futures))
 
     async def _commit(
-        self, jobs: list[Job], slots: list[Slot], encoded: list[bytes], elapsed: float, cancelled: set[str]
+        self, jobs: list[Job], slots: list[Slot], encoded: list[bytes], elapsed: float, cancelled: set[str],
+        verdicts: Sequence[Verdict | None],
     ) -> None:
         now = utcnow()
         total_images = len(slots)
         outputs_by_job: dict[str, list[JobOutput]] = {j.id: [] for j in jobs}
-        for slot, data in zip(slots, encoded, strict=True):
+        withheld: dict[str, Verdict] = {}
+        for slot, data, verdict in zip(slots, encoded, verdicts, strict=True):
             if slot.job.id in cancelled:
                 continue
             image_id = new_id("img")
             key = storage_key(slot.job, slot.index, image_id)
             await asyncio.to_thread(self.store.put, key, data)
+            held = verdict is not None and verdict.withhold
+            if held:
+                assert verdict is not None
+                withheld[image_id] = verdict
             outputs_by_job[slot.job.id].append(JobOutput(
                 id=image_id, job_id=slot.job.id, index=slot.index, seed=slot.seed, format=slot.job.output_format,
                 width=slot.job.width, height=slot.job.height, storage_key=key, size_bytes=len(data),
                 sha256=hashlib.sha256(data).hexdigest(), created_at=now,
+                status=OutputStatus.WITHHELD if held else OutputStatus.DELIVERED,
+                charged=verdict is None or verdict.charge,
             ))
         finished: list[tuple[Job, str]] = []
         async with self.db.unit_of_work() as session:
@@ -268,8 +281,13 @@ class QueueWorker:
                     continue
                 session.add_all(outputs)
                 await session.flush()
-                await ledger.append(session, ledger_rows(job, outputs, gpu_seconds=gpu_seconds, now=now))
-                await quotas.settle_job(session, job.id, len(outputs), now)
+                # Withheld images of safe accounts are generated but not delivered: not charged.
+                charged = [o for o in outputs if o.charged]
+                charged_seconds = gpu_seconds * len(charged) / len(outputs) if outputs else 0.0
+                await ledger.append(session, ledger_rows(job, charged, gpu_seconds=charged_seconds, now=now))
+                await quotas.settle_job(session, job.id, len(charged), now)
+                held_back = [o for o in outputs if o.id in withheld]
+                await record_withheld(session, job, held_back, [withheld[o.id] for o in held_back])
                 await publish_job_changed(session, job.id)
                 finished.append((job, JobStatus.SUCCEEDED))
             for job, status in finished:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,3 +135,13 @@ def test_compile_flag_compiles_then_warms_every_bucket(runtime_demo_dir: Path, m
     assert compiled == [{"module": "UNet2DConditionModel", "mode": "max-autotune-no-cudagraphs", "graphs": 4}]
     assert calls == [(64, 64, 1), (64, 64, 2), (64, 128, 1), (64, 128, 2)]
     assert model.batch_buckets == (1, 2)
+
+
+def test_gpu_benchmark_refuses_to_run_without_a_gpu() -> None:
+    script = Path(__file__).resolve().parents[2] / "bench" / "runtime_gpu.py"
+    # Hiding every GPU makes this the CPU-only case on any machine.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert "no CUDA GPU is available" in done.stderr
+    assert done.stdout == ""

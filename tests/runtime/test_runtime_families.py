@@ -98,12 +98,9 @@ def test_every_flow_sampler_runs_and_reports_each_step(flow_model: LoadedModel, 
         return True
 
     params = GenerationParams(width=64, height=64, steps=3, guidance_scale=5.0, sampler=sampler)
-    first, second = ImagePrompt("a", "b", 1), ImagePrompt("c", "d", 2)
-    batch = flow_model.generate(params, [first, second], on_step=on_step)
+    [image] = flow_model.generate(params, [ImagePrompt("a", "b", 1)], on_step=on_step)
     assert seen == [(1, 3), (2, 3), (3, 3)]
-    [alone] = flow_model.generate(params, [second])
-    assert np.abs(_pixels(batch[1]) - _pixels(alone)).max() <= 2
-    assert np.asarray(alone).std() > 0
+    assert np.asarray(image).std() > 0
 
 
 def test_on_step_returning_false_cancels(flow_model: LoadedModel) -> None:
@@ -127,19 +124,26 @@ def test_invalid_calls_fail_before_any_work(flow_model: LoadedModel, params: Gen
 
 
 def test_clip_skip_changes_sd3_and_is_ignored_by_auraflow(runtime_family_models: dict[str, LoadedModel]) -> None:
-    def render(model: LoadedModel, clip_skip: int | None) -> bytes:
-        params = GenerationParams(
-            width=64, height=64, steps=2, guidance_scale=5.0, sampler="Euler", clip_skip=clip_skip
-        )
-        return _png(model.generate(params, [ImagePrompt("a pony", "bad", 9)])[0])
+    def params(clip_skip: int | None) -> GenerationParams:
+        return GenerationParams(width=64, height=64, steps=2, guidance_scale=5.0, sampler="Euler", clip_skip=clip_skip)
+
+    def embeds(model: LoadedModel, clip_skip: int | None) -> torch.Tensor:
+        with torch.inference_mode():
+            return model._encode_prompts(model.pipeline, params(clip_skip), [ImagePrompt("a pony", "bad", 9)])[
+                "prompt_embeds"
+            ]
 
     sd3 = runtime_family_models["sd3"]
-    assert render(sd3, 2) == render(sd3, None)
-    assert render(sd3, 1) != render(sd3, None)
+    assert torch.equal(embeds(sd3, 2), embeds(sd3, None))
+    assert not torch.equal(embeds(sd3, 1), embeds(sd3, None))
     with pytest.raises(ValueError, match="clip_skip"):
-        render(sd3, 5)
+        sd3.check(params(5), [ImagePrompt("a", "b", 1)])
+    # A T5-only model has no CLIP layers to skip; A1111 clients send the setting anyway.
     auraflow = runtime_family_models["auraflow"]
-    assert render(auraflow, 3) == render(auraflow, None)
+    assert auraflow.effective_clip_skip(params(3)) is None
+    [a] = auraflow.generate(params(12), [ImagePrompt("a pony", "bad", 9)])
+    [b] = auraflow.generate(params(None), [ImagePrompt("a pony", "bad", 9)])
+    assert _png(a) == _png(b)
 
 
 def test_sd3_clip_skip_reaches_the_negative_prompt(runtime_family_models: dict[str, LoadedModel]) -> None:

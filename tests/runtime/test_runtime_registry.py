@@ -128,11 +128,11 @@ class SizedLoader:
 def _budgeted(
     tmp_path: Path, sizes: dict[str, int], budget: int, **kwargs: object
 ) -> tuple[ModelRegistry, SizedLoader]:
-    loader = SizedLoader(sizes, **kwargs)  # type: ignore[arg-type]
+    loader = SizedLoader(sizes, **kwargs)
     registry = ModelRegistry(
         [_spec(name, tmp_path) for name in sizes],
         "cpu",
-        loader=loader.load,  # type: ignore[arg-type]
+        loader=loader.load,
         sizer=loader.size,
         memory_budget_bytes=budget,
         load_wait_seconds=0.2,
@@ -178,7 +178,7 @@ def test_a_load_waits_for_a_pinned_model_to_be_released(tmp_path: Path) -> None:
         time.sleep(0.1)
         assert thread.is_alive() and not outcome
     thread.join(timeout=5)
-    assert [m.name for m in outcome] == ["b"]  # type: ignore[attr-defined]
+    assert [m.name for m in outcome] == ["b"]
     assert registry.loaded_names() == ["b"]
 
 

@@ -1,0 +1,91 @@
+"""Admin routes for licences: live status, new terms, revenue entries, monthly audit reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
+
+from app.accounts.auth import AdminCaller
+from app.db import SessionDep
+from app.errors import COMMON_ERROR_RESPONSES, InvalidRequest
+from app.kit.clock import utcnow
+from app.licensing import service
+from app.licensing.schemas import (
+    LicenseStatusOut,
+    LicenseTermsOut,
+    LicenseVersionCreate,
+    RevenueCreate,
+    RevenueOut,
+    RevenueStatus,
+)
+
+router = APIRouter(prefix="/admin", tags=["licensing"], responses=COMMON_ERROR_RESPONSES)
+
+
+@router.get("/licenses", response_model=list[LicenseStatusOut])
+async def license_status(_: AdminCaller, session: SessionDep) -> list[LicenseStatusOut]:
+    """Per licence: the terms in force, the cap period, used, reserved, remaining, projection and state
+    (`ok`, `warning`, `critical`, `exhausted` against the licence's thresholds), and trailing-12-month revenue."""
+    return [
+        LicenseStatusOut(
+            license=LicenseTermsOut.model_validate(s.terms), period_start=s.period_start, period_end=s.period_end,
+            used=s.used, reserved=s.reserved, cap=s.cap, remaining=s.remaining, overage=s.overage,
+            projected_period_end=s.projected, state=s.state,
+            revenue=RevenueStatus(trailing_12m_usd=s.revenue_12m, cap_usd=s.terms.annual_revenue_cap_usd,
+                                  state=s.revenue_state),
+        )
+        for s in await service.statuses(session, utcnow())
+    ]
+
+
+@router.post("/licenses", status_code=201, response_model=LicenseTermsOut)
+async def add_license_version(body: LicenseVersionCreate, _: AdminCaller, session: SessionDep) -> LicenseTermsOut:
+    """Record new terms for a licence (a new version; earlier versions stay for the audit trail)."""
+    spec = body.model_dump(exclude={"effective_from"})
+    row = await service.add_version(session, service.LicenseSpec(**spec), body.effective_from or utcnow())
+    return LicenseTermsOut.model_validate(row)
+
+
+@router.post("/revenue", status_code=201, response_model=RevenueOut)
+async def add_revenue(body: RevenueCreate, _: AdminCaller, session: SessionDep) -> RevenueOut:
+    """Record revenue (counted against licences' annual revenue caps). Idempotent on `reference`."""
+    entry = await service.record_revenue(session, amount_usd=body.amount_usd, occurred_at=body.occurred_at or utcnow(),
+                                         source="admin", reference=body.reference, note=body.note,
+                                         account_id=body.account_id)
+    return RevenueOut.model_validate(entry)
+
+
+@router.get("/licenses/report", responses={200: {"content": {"application/json": {}, "text/csv": {}},
+                                                 "description": "JSON, or CSV with Accept: text/csv"}})
+async def license_report(
+    _: AdminCaller,
+    session: SessionDep,
+    month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM (UTC)")],
+    accept: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The month's audit report per licence and model, computed from the usage ledger: images split by
+    free/paid plan, daily counts, peak day, cap, overage and fallbacks. A closed month's report is frozen
+    the first time it is requested and carries a checksum; later changes cannot alter it."""
+    if not 1 <= int(month[5:]) <= 12:
+        raise InvalidRequest("month must be YYYY-MM.", code="invalid_month", param="month")
+    report = await service.report(session, month, utcnow())
+    if accept and "text/csv" in accept:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["month", "license", "model", "images", "free_plan_images", "paid_plan_images",
+                         "overage_images", "cap", "fallbacks_taken", "peak_day", "peak_day_images", "checksum"])
+        for lic in report["licenses"]:
+            peak = lic["peak_day"] or {"day": "", "images": ""}
+            for m in lic["models"] or [{"model": "", "images": 0, "free_plan_images": 0, "paid_plan_images": 0,
+                                        "overage_images": 0}]:
+                writer.writerow([month, lic["license"], m["model"], m["images"], m["free_plan_images"],
+                                 m["paid_plan_images"], m["overage_images"], lic["cap"], lic["fallbacks_taken"],
+                                 peak["day"], peak["images"], report["checksum"]])
+        return Response(buf.getvalue(), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="license-report-{month}.csv"'})
+    return Response(json.dumps(report), media_type="application/json")

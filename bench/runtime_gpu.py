@@ -1,0 +1,235 @@
+"""GPU throughput of the runtime on a full-size SDXL architecture (random weights), eager and compiled.
+
+Builds SDXL base 1.0's real architecture in code (2.6B-parameter UNet, the VAE,
+CLIP-L and OpenCLIP-G with the bundled tokenizer vocabulary) with random weights,
+directly on the GPU in bfloat16, and serves it through the same runtime path a
+real checkpoint takes (``prepare_model``: VAE dtype, channels_last, optional
+torch.compile with batch buckets). Then measures, at 1024x1024 and 30 steps:
+
+- denoising it/s at batch 1 (one iteration = one UNet call on the guided batch of 2),
+  eager and compiled;
+- images/s for whole calls (text encoding, denoising, VAE decode) at batch 1/2/4/8;
+- peak GPU memory per batch size (``torch.cuda.max_memory_allocated``);
+- how long compiling and warming the buckets took.
+
+Random weights make noise images; the arithmetic, and so the timing, is a real
+SDXL model's. Prints one JSON object. Needs a CUDA GPU; exits with status 2 on a
+machine without one.
+
+Usage: python bench/runtime_gpu.py [--steps 30] [--size 1024] [--batch-sizes 1,2,4,8]
+                                   [--compile-mode default] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.config import ModelDefaults, ModelSpec
+from app.runtime.acceleration import attention_processor_names
+from app.runtime.pipelines import LoadedModel, prepare_model
+from app.runtime.types import GenerationParams, ImagePrompt
+
+PROMPT = "score_9, score_8_up, a pony in a meadow at sunset, detailed background"
+NEGATIVE = "lowres, blurry"
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"runtime_gpu: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_random_sdxl(device: str) -> Any:
+    """StableDiffusionXLPipeline with SDXL base 1.0's configs and random weights, bf16 on ``device``."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from app.runtime.demo_model import SDXL_SCHEDULER_CONFIG
+    from app.runtime.single_file import SDXL_BASE_CONFIGS, sdxl_clip_tokenizers
+
+    def config(name: str) -> dict[str, Any]:
+        skip = {"architectures", "model_type"}
+        return {k: v for k, v in SDXL_BASE_CONFIGS[name].items() if not k.startswith("_") and k not in skip}
+
+    tokenizer, tokenizer_2 = sdxl_clip_tokenizers()
+    torch.manual_seed(0)
+    # Initialising 3.5B parameters on the GPU takes seconds; on the CPU, minutes.
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(config("unet/config.json"))
+        vae = AutoencoderKL.from_config(config("vae/config.json"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**config("text_encoder/config.json")))
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config("text_encoder_2/config.json")))
+    modules = {"unet": unet, "vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
+    for module in modules.values():
+        module.to(dtype=torch.bfloat16).eval()
+    return StableDiffusionXLPipeline(
+        **modules,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+        add_watermarker=False,
+    )
+
+
+def _sync() -> None:
+    import torch
+
+    torch.cuda.synchronize()
+
+
+def denoising_its(model: LoadedModel, params: GenerationParams) -> float:
+    """UNet iterations per second at batch 1, from per-step timestamps (first step and VAE excluded)."""
+    stamps: list[float] = []
+
+    def on_step(done: int, total: int) -> bool:
+        _sync()
+        stamps.append(time.perf_counter())
+        return True
+
+    model.generate(params, [ImagePrompt(PROMPT, NEGATIVE, 1)], on_step=on_step)
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def throughput(model: LoadedModel, params: GenerationParams, batch_sizes: list[int]) -> list[dict[str, Any]]:
+    import torch
+
+    rows = []
+    warm = GenerationParams(params.width, params.height, 2, params.guidance_scale, params.sampler)
+    for batch in batch_sizes:
+        images = [ImagePrompt(PROMPT, NEGATIVE, seed) for seed in range(batch)]
+        # A first call at a new shape pays for cuDNN's algorithm search; keep it out of the timing.
+        model.generate(warm, images)
+        _sync()
+        torch.cuda.reset_peak_memory_stats()
+        started = time.perf_counter()
+        model.generate(params, images)
+        _sync()
+        seconds = time.perf_counter() - started
+        rows.append(
+            {
+                "batch": batch,
+                "runs_as_batch": model.bucket_for(batch),
+                "seconds": round(seconds, 3),
+                "images_per_s": round(batch / seconds, 3),
+                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda:0")
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--guidance", type=float, default=7.0)
+    ap.add_argument("--sampler", default="Euler a")
+    ap.add_argument("--batch-sizes", default="1,2,4,8")
+    ap.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+    )
+    ap.add_argument("--no-compile", action="store_true", help="measure eager only")
+    args = ap.parse_args()
+    batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+
+    try:
+        import torch
+    except ImportError:
+        _fail("torch is not installed")
+    if not args.device.startswith("cuda"):
+        _fail(f"this benchmark measures CUDA GPUs; --device {args.device} is not one")
+    if not torch.cuda.is_available():
+        built = f"torch {torch.__version__}, built for CUDA {torch.version.cuda}"
+        _fail(f"no CUDA GPU is available ({built}); run it on a GPU host")
+    torch.cuda.set_device(torch.device(args.device))
+    import diffusers
+
+    started = time.perf_counter()
+    pipe = build_random_sdxl(args.device)
+    build_seconds = time.perf_counter() - started
+    spec = ModelSpec(
+        name="sdxl-random",
+        path=Path("random-weights"),
+        dtype="bfloat16",
+        defaults=ModelDefaults(
+            steps=args.steps,
+            guidance_scale=args.guidance,
+            sampler=args.sampler,
+            width=args.size,
+            height=args.size,
+        ),
+        max_steps=max(60, args.steps),
+        compile_batch_sizes=batch_sizes,
+        compile_mode=args.compile_mode,
+    )
+    params = GenerationParams(args.size, args.size, args.steps, args.guidance, args.sampler)
+
+    eager = prepare_model(spec, pipe, args.device)
+    result: dict[str, Any] = {
+        "benchmark": "runtime_gpu",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "gpu": torch.cuda.get_device_name(),
+            "gpu_memory_gib": round(torch.cuda.get_device_properties(args.device).total_memory / 2**30, 1),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "diffusers": diffusers.__version__,
+        },
+        "model": {
+            "architecture": "SDXL base 1.0 (random weights)",
+            "dtype": "bfloat16",
+            "unet_params": _count(pipe.unet),
+            "vae_params": _count(pipe.vae),
+            "text_encoder_params": _count(pipe.text_encoder) + _count(pipe.text_encoder_2),
+            "weights_gib": round(eager.memory_bytes / 2**30, 2),
+            "attention_processors": sorted(attention_processor_names(pipe, eager.adapter)),
+            "unet_channels_last": pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last),
+            "build_seconds": round(build_seconds, 1),
+        },
+        "settings": {
+            "size": f"{args.size}x{args.size}",
+            "steps": args.steps,
+            "guidance_scale": args.guidance,
+            "sampler": args.sampler,
+            "batch_sizes": batch_sizes,
+        },
+    }
+    denoising_its(eager, GenerationParams(args.size, args.size, 3, args.guidance, args.sampler))
+    result["eager"] = {
+        "batch1_it_per_s": round(denoising_its(eager, params), 3),
+        "batches": throughput(eager, params, batch_sizes),
+    }
+    if not args.no_compile:
+        started = time.perf_counter()
+        compiled = prepare_model(spec.model_copy(update={"compile": True}), pipe, args.device)
+        result["compiled"] = {
+            "mode": args.compile_mode,
+            "compile_and_warm_up_seconds": round(time.perf_counter() - started, 1),
+            "batch1_it_per_s": round(denoising_its(compiled, params), 3),
+            "batches": throughput(compiled, params, batch_sizes),
+        }
+        result["compiled"]["batch1_speedup"] = round(
+            result["compiled"]["batch1_it_per_s"] / result["eager"]["batch1_it_per_s"], 3
+        )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
