@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Family = Literal["sdxl", "sd3", "auraflow"]
@@ -253,8 +253,45 @@ class Settings(BaseSettings):
     # a float batch [N, 3, S, S] in [0, 1] to N scores in [0, 1]; unset = no output review.
     moderation_classifier: Path | None = None
     moderation_classifier_input_size: int = Field(default=224, ge=8, le=2048)
+    # Stripe billing (docs/billing.md). Without a secret key nothing is sent to Stripe: billable
+    # usage still queues in the outbox and GET /admin/billing shows the backlog.
+    stripe_secret_key: SecretStr | None = None
+    # Webhook endpoint signing secrets (whsec_…), comma-separated: while a secret is rotated the
+    # old and the new one both verify.
+    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # A signature older (or further in the future) than this is refused as a replay.
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # Where the Stripe API lives; only tests and local mocks change it.
+    stripe_api_base: str | None = None
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The Billing Meter's event_name; its id (for reconciliation) is looked up by name when unset.
+    stripe_meter_event_name: str = Field(default="ponyserve_images", min_length=1, max_length=100)
+    stripe_meter_id: str | None = None
+    # Meter event identifiers are "<prefix>-<installation id>-<ledger row id>": unique across
+    # deployments that share one Stripe account.
+    stripe_identifier_prefix: str = Field(default="ponyserve", pattern=r"^[A-Za-z0-9_]{1,40}$")
+    # After a failed invoice payment, how long the account's keys keep working.
+    billing_grace_period_seconds: float = Field(default=3 * 86400, ge=0)
+    # The plan an account falls back to when its subscription ends or pauses.
+    billing_fallback_plan: str = "free"
+    # Paid invoices in this currency are recorded as revenue (licence revenue caps are in USD).
+    billing_revenue_currency: str = "usd"
+    billing_reporter_batch_size: int = Field(default=100, ge=1, le=1000)
+    billing_reporter_concurrency: int = Field(default=8, ge=1, le=64)
+    billing_reporter_lease_seconds: float = Field(default=120.0, gt=0)
+    billing_reporter_idle_seconds: float = Field(default=1.0, gt=0)
+    # Exponential backoff with jitter between attempts at one event, and after Stripe-wide failures.
+    billing_retry_base_seconds: float = Field(default=1.0, gt=0)
+    billing_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # Stripe de-duplicates meter event identifiers for about 24 hours; an event whose earlier
+    # attempt may have reached Stripe is re-sent only within this window (kept below 24 h).
+    billing_dedup_window_seconds: float = Field(default=23 * 3600, gt=0, le=24 * 3600)
+    # Stripe refuses meter events older than 35 days; older ones are set aside as expired.
+    billing_event_max_age_seconds: float = Field(default=35 * 86400 - 3600, gt=0, le=35 * 86400)
+    # How often each API process re-reads the outbox gauges it exports on /metrics.
+    billing_metrics_refresh_seconds: float = Field(default=10.0, gt=0)
 
-    @field_validator("moderation_block_files", "moderation_allow_files", mode="before")
+    @field_validator("moderation_block_files", "moderation_allow_files", "stripe_webhook_secrets", mode="before")
     @classmethod
     def _path_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -271,6 +308,10 @@ class Settings(BaseSettings):
     @property
     def resolved_demo_model_path(self) -> Path:
         return self.demo_model_path or self.data_dir / "models" / "demo"
+
+    @property
+    def stripe_enabled(self) -> bool:
+        return self.stripe_secret_key is not None and bool(self.stripe_secret_key.get_secret_value())
 
     @property
     def is_sqlite(self) -> bool:

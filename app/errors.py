@@ -165,6 +165,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
         return f"Unknown field '{param}'.", param, "unknown_field"
     if kind == "missing":
         return f"Missing required field '{param}'.", param, "missing_field"
+    if kind == "string_too_long" and param in ("prompt", "negative_prompt"):
+        return f"'{param}' is too long: {first.get('msg', '')}.", param, "prompt_too_long"
     msg = first.get("msg", "Invalid value.")
     return (f"Invalid value for '{param}': {msg}." if param else f"{msg}."), param, "invalid_value"
 

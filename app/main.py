@@ -12,6 +12,12 @@ from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
 from app.admin.endpoints import router as admin_router
+from app.billing.endpoints import router as billing_router
+from app.billing.endpoints import webhooks_router as billing_webhooks_router
+from app.billing.metrics import refresh_loop as refresh_billing_metrics
+from app.billing.metrics import stop_task
+from app.billing.reporter import BillingReporter
+from app.billing.stripe_api import StripeGateway
 from app.compat.endpoints import router as compat_router
 from app.config import Settings, get_settings
 from app.context import AppContext
@@ -84,6 +90,12 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
             listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
                                   events)
             listener.start()
+        # Billing: the Stripe client for admin calls, fresh outbox gauges, and in embedded mode the
+        # usage reporter beside the worker (standalone deployments run it in `ponyserve worker`).
+        app.state.stripe = StripeGateway(settings) if settings.stripe_enabled else None
+        billing_metrics = asyncio.create_task(refresh_billing_metrics(db, settings.billing_metrics_refresh_seconds),
+                                              name="billing-metrics")
+        reporter = reporter_task = None
         worker_task = worker = None
         if embedded_worker:
             from app.runtime.registry import ModelRegistry
@@ -92,6 +104,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
             worker = QueueWorker(db, settings, ModelRegistry(catalog.specs(), settings.device), events, store,
                                  device=settings.device, max_batch_images=settings.max_batch_images)
             worker_task = asyncio.create_task(worker.run(), name="embedded-worker")
+            if settings.stripe_enabled:
+                reporter = BillingReporter(db, settings, name="embedded")
+                reporter_task = asyncio.create_task(reporter.run(), name="billing-reporter")
         try:
             yield
         finally:
@@ -99,6 +114,14 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
                 worker.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(worker_task, timeout=settings.drain_timeout_seconds)
+            # Whatever is still pending stays in the outbox for the next reporter.
+            if reporter is not None and reporter_task is not None:
+                reporter.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(reporter_task, timeout=settings.stripe_timeout_seconds + 5)
+            await stop_task(billing_metrics)
+            if app.state.stripe is not None:
+                await app.state.stripe.close()
             if listener is not None:
                 await listener.stop()
             await moderator.stop()
@@ -120,5 +143,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.include_router(usage_router)
     app.include_router(moderation_router)
     app.include_router(licensing_router)
+    app.include_router(billing_router)
+    app.include_router(billing_webhooks_router)
     app.include_router(ops_router)
     return app

@@ -1,6 +1,7 @@
 """Imports every ORM model so ``Base.metadata`` is complete (Alembic, schema tests)."""
 
 from app.accounts.models import Account, ApiKey, Plan
+from app.billing.models import BillingCounter, BillingInvoice, BillingOutbox, WebhookEvent
 from app.kit.meta import SystemMeta
 from app.licensing.models import License, LicenseLock, LicenseReport, LicenseUsageDaily, RevenueEntry
 from app.metering.models import UsageEntry
@@ -13,6 +14,9 @@ __all__ = [
     "Account",
     "ApiKey",
     "ArtistOptOut",
+    "BillingCounter",
+    "BillingInvoice",
+    "BillingOutbox",
     "IdempotencyRecord",
     "Job",
     "JobOutput",
@@ -30,5 +34,6 @@ __all__ = [
     "SystemMeta",
     "UsageDaily",
     "UsageEntry",
+    "WebhookEvent",
     "Worker",
 ]

@@ -16,6 +16,12 @@ Measures, on this machine:
   (tests/moderation/moderation_corpus.toml).
 
 Targets: p99 < 1 ms at 2,000 characters, < 10 ms for the adversarial prompts.
+
+With ``--service`` it also measures the moderation path of the running service (two
+``ponyserve serve`` processes on a scratch Postgres database, the first with the embedded
+worker): latency of refused requests by category (a CSAM refusal writes its incident and
+strike in its own transaction) next to an accepted asynchronous request, and how long an
+opt-out created on one replica takes to be enforced by the other.
 """
 
 from __future__ import annotations
@@ -143,9 +149,108 @@ def corpus_quality(policy: PromptPolicy) -> dict[str, object]:
     }
 
 
+def service_figures(requests: int, changes: int) -> dict[str, Any]:
+    import subprocess
+    import tempfile
+
+    import httpx
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _service import ADMIN_URL, customer_key, percentile, running_service, scratch_database
+
+    from app.runtime.demo_model import write_demo_model
+
+    def latency(client: httpx.Client, body: dict[str, object], expect: int) -> dict[str, float]:
+        samples = []
+        for _ in range(requests):
+            started = time.perf_counter()
+            r = client.post("/v1/generations", json=body)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert r.status_code == expect, r.text
+        return {"p50_ms": round(percentile(samples, 50), 2), "p95_ms": round(percentile(samples, 95), 2),
+                "requests": requests}
+
+    env = {"PONYSERVE_MODERATION_STRIKE_THRESHOLD": "1000000", "PONYSERVE_LOG_JSON": "true"}
+    with tempfile.TemporaryDirectory() as tmp, scratch_database() as url:
+        data = Path(tmp)
+        write_demo_model(data / "demo")
+        with running_service(url, data, data / "demo", **env) as (base, admin):
+            key = customer_key(base, admin)
+            admin_headers = {"Authorization": f"Bearer {admin}"}
+            port = _free_port()
+            replica = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", "--no-embedded-worker", "--port", str(port)],
+                env={**os.environ, **env, "PONYSERVE_DATABASE_URL": url, "PONYSERVE_DATA_DIR": str(data),
+                     "PONYSERVE_DEMO_MODEL_PATH": str(data / "demo")},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            other = f"http://127.0.0.1:{port}"
+            try:
+                _wait_healthy(other)
+                headers = {"Authorization": f"Bearer {key}"}
+                small = {"size": "64x64", "steps": 1}
+                with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+                    name = "Bench Artist Zero"
+                    httpx.post(f"{base}/admin/optouts", json={"name": name}, headers=admin_headers)
+                    refused = {
+                        "csam": latency(client, {"prompt": "loli, beach", **small}, 400),
+                        "blocklist": latency(client, {"prompt": "snuff film", **small}, 400),
+                        "artist_optout": latency(client, {"prompt": f"castle by {name}", **small}, 400),
+                        "rating_violation": latency(client, {"prompt": "nude woman", **small}, 400),
+                    }
+                    accepted = latency(client, {"prompt": "a pony in a meadow", **small}, 202)
+                propagation = []
+                with httpx.Client(base_url=other, headers=headers, timeout=30) as replica_client:
+                    for i in range(changes):
+                        artist = f"Bench Painter {chr(ord('a') + i)}{chr(ord('a') + i)}x"
+                        prompt = {"prompt": f"a harbour by {artist}", **small}
+                        created = httpx.post(f"{base}/admin/optouts", json={"name": artist}, headers=admin_headers)
+                        assert created.status_code == 201, created.text
+                        started = time.perf_counter()
+                        while replica_client.post("/v1/generations", json=prompt).status_code != 400:
+                            time.sleep(0.02)
+                        propagation.append(time.perf_counter() - started)
+            finally:
+                replica.terminate()
+                replica.wait(timeout=60)
+    return {
+        "database": ADMIN_URL.rpartition("/")[0].rpartition("@")[-1],
+        "refused_request_latency": refused,
+        "accepted_async_request_latency": accepted,
+        "optout_propagation_to_other_replica_s": {
+            "p50": round(percentile(propagation, 50), 2), "max": round(max(propagation), 2), "changes": changes,
+            "refresh_interval_s": 2.0,
+        },
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(base: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{base} did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=5000)
+    parser.add_argument("--service", action="store_true", help="also measure the running service's moderation path")
+    parser.add_argument("--service-requests", type=int, default=200)
+    parser.add_argument("--service-changes", type=int, default=10)
     args = parser.parse_args()
     rng = random.Random(20261126)
 
@@ -207,6 +312,8 @@ def main() -> None:
             "adversarial_p99_under_10ms": max(r["p99_us"] for r in adversarial.values()) < 10_000,
         },
     }
+    if args.service:
+        report["service"] = service_figures(args.service_requests, args.service_changes)
     print(json.dumps(report, indent=2))
 
 

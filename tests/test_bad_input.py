@@ -35,7 +35,7 @@ def _job_count(engine: Engine, account_id: str) -> int:
         ({**GOOD, "seed": 2**32}, 400, "invalid_value", "seed"),
         ({**GOOD, "output_format": "gif"}, 400, "invalid_value", "output_format"),
         ({**GOOD, "response_format": "blob"}, 400, "invalid_value", "response_format"),
-        ({**GOOD, "prompt": "x" * 4001}, 400, "invalid_value", "prompt"),
+        ({**GOOD, "prompt": "x" * 4001}, 400, "prompt_too_long", "prompt"),
         ([GOOD], 400, "invalid_value", None),
     ],
 )

@@ -38,6 +38,10 @@ class Plan(Base):
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
     # A paid plan is monetised inference: some model licences forbid it.
     is_paid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Stripe prices of this plan: the flat (licensed) part and the metered part on the Billing Meter.
+    # A subscription's prices say which plan its account is on (app.billing.subscriptions).
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_metered_price_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -55,6 +59,16 @@ class Account(Base):
     max_rating: Mapped[str] = mapped_column(String(16), default="safe", server_default="safe")
     # Output classifier scores above this withhold the image for human review.
     review_threshold: Mapped[float] = mapped_column(Float, default=0.8, server_default="0.8")
+    # Stripe billing (app.billing): the linked customer and the one subscription we follow.
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_linked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_status: Mapped[str | None] = mapped_column(String(32))
+    # `created` of the newest subscription event applied: an older event never overwrites it.
+    subscription_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Earliest unpaid failed invoice; from billing_grace_until on, the account's keys get 402.
+    billing_past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    billing_grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     plan: Mapped[Plan] = relationship(lazy="joined")

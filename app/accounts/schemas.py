@@ -111,6 +111,11 @@ class PlanFields(BaseModel):
     priority: int | None = None
     allowed_models: list[str] | None = Field(default=None, description="null = every model")
     is_paid: bool | None = Field(default=None, description="Paid plans are monetised inference (licences may forbid)")
+    stripe_price_id: str | None = Field(default=None, pattern=r"^price_[A-Za-z0-9_]{1,200}$",
+                                        description="Stripe price of the plan's flat part; names the plan in "
+                                                    "subscriptions (unique)")
+    stripe_metered_price_id: str | None = Field(default=None, pattern=r"^price_[A-Za-z0-9_]{1,200}$",
+                                                description="Stripe price billed per image through the Billing Meter")
 
 
 class PlanCreate(PlanFields):
@@ -131,6 +136,8 @@ class PlanDetail(PlanOut):
     max_queued_jobs: int | None
     allowed_models: list[str] | None
     is_paid: bool
+    stripe_price_id: str | None
+    stripe_metered_price_id: str | None
 
 
 class AccountPatch(BaseModel):
@@ -157,3 +164,8 @@ class AccountPatch(BaseModel):
 
 class AccountDetail(AccountOut):
     limit_overrides: dict[str, object]
+    stripe_customer_id: str | None = Field(description="Linked Stripe customer (POST .../billing/customer)")
+    stripe_subscription_id: str | None
+    subscription_status: str | None
+    billing_grace_until: datetime | None = Field(description="Set while an invoice is unpaid: from then on the "
+                                                             "account's keys get 402 billing_past_due")

@@ -6,10 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as repo
 from app.accounts.models import SCOPES, Account, ApiKey, Plan
+from app.billing.errors import PaymentRequired
 from app.errors import AuthenticationError, Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
@@ -93,6 +95,10 @@ async def authenticate(session: AsyncSession, token: str | None) -> Principal:
         raise AuthenticationError("Invalid or revoked API key.")
     if key.account.status != "active":
         raise PermissionDenied("This account is suspended.", code="account_suspended")
+    grace_until = key.account.billing_grace_until
+    if grace_until is not None and utcnow() >= grace_until:
+        raise PaymentRequired("This account has an invoice unpaid past its grace period; the API is available "
+                              "again as soon as it is paid.")
     return Principal(key=key, account=key.account)
 
 
@@ -111,9 +117,20 @@ async def get_plan(session: AsyncSession, code: str) -> Plan:
     return plan
 
 
+async def _check_price_free(session: AsyncSession, price_id: str | None, code: str) -> None:
+    """A Stripe flat price names one plan: subscriptions are mapped back to plans by it."""
+    if price_id is None:
+        return
+    holder = (await session.execute(select(Plan).where(Plan.stripe_price_id == price_id))).scalar_one_or_none()
+    if holder is not None and holder.code != code:
+        raise Conflict(f"Stripe price '{price_id}' already belongs to plan '{holder.code}'.", code="price_in_use",
+                       param="stripe_price_id")
+
+
 async def create_plan(session: AsyncSession, values: dict[str, Any]) -> Plan:
     if await repo.plan_by_code(session, values["code"]) is not None:
         raise Conflict(f"Plan '{values['code']}' already exists.", code="plan_exists", param="code")
+    await _check_price_free(session, values.get("stripe_price_id"), values["code"])
     plan = Plan(**values, created_at=utcnow())
     session.add(plan)
     await session.flush()
@@ -122,6 +139,7 @@ async def create_plan(session: AsyncSession, values: dict[str, Any]) -> Plan:
 
 async def update_plan(session: AsyncSession, code: str, changes: dict[str, Any]) -> Plan:
     plan = await get_plan(session, code)
+    await _check_price_free(session, changes.get("stripe_price_id"), code)
     for name, value in changes.items():
         setattr(plan, name, value)
     await session.flush()

@@ -51,7 +51,9 @@ async def get_account(account_id: str, _: AdminCaller, session: SessionDep) -> A
 
 @router.patch("/accounts/{account_id}", response_model=AccountDetail, responses=_404)
 async def update_account(account_id: str, body: AccountPatch, _: AdminCaller, session: SessionDep) -> AccountDetail:
-    """Change an account's name, plan, status (`suspended` refuses its keys) or limit overrides."""
+    """Change an account's name, plan, status (`suspended` refuses its keys), limit overrides, `max_rating`
+    (`safe|questionable|explicit`: rating tags and explicit-term refusals) or `review_threshold` (output
+    classifier score above which images are withheld for review)."""
     changes = body.model_dump(exclude_unset=True)
     account = await accounts.update_account(session, account_id, changes)
     return AccountDetail.model_validate(account)

@@ -85,7 +85,7 @@ class TorchImageClassifier:
             )
         if not bool(torch.isfinite(scores).all()):
             raise ClassifierError(f"classifier {self.source} returned a non-finite score")
-        return [float(s) for s in scores.clamp_(0.0, 1.0).tolist()]
+        return [float(s) for s in scores.clamp(0.0, 1.0).tolist()]
 
 
 def load_classifier(path: Path | str, *, input_size: int = 224, device: str = "cpu") -> ImageClassifier:

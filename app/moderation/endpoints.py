@@ -4,10 +4,10 @@ review queue and the audit log (scope ``moderator``)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from app.accounts.auth import AdminCaller, ModeratorCaller
 from app.context import ContextDep, base_url
@@ -104,7 +104,8 @@ async def import_optouts(
 
 
 @router.delete("/optouts/{optout_id}", response_model=OptOutOut, responses=_404, tags=["moderation"])
-async def delete_optout(optout_id: int, caller: AdminCaller, ctx: ContextDep) -> OptOutOut:
+async def delete_optout(optout_id: Annotated[int, Path(ge=1, le=2**31 - 1)], caller: AdminCaller,
+                        ctx: ContextDep) -> OptOutOut:
     """Remove an opt-out: the artist's name is accepted again (every replica within a few
     seconds). The entry stays listed with `include_deleted=true`."""
     async with ctx.db.unit_of_work() as session:
@@ -127,6 +128,8 @@ async def list_incidents(
     """Refused generation requests, newest first: who asked, the prompts, the rule that
     refused them and the terms that matched. `strike` incidents (CSAM category) count towards
     the account's automatic suspension."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)  # a time without an offset is read as UTC
     rows = await service.list_incidents(session, category=category, account_id=account_id, api_key_id=api_key_id,
                                         since=since, limit=page.limit, offset=page.offset)
     return IncidentList(data=[IncidentOut.model_validate(r) for r in rows], limit=page.limit, offset=page.offset)
@@ -145,13 +148,14 @@ def _review_out(review: ModerationReview, base: str) -> ReviewOut:
 @router.get("/moderation/reviews", response_model=ReviewList, tags=["moderation"])
 async def list_reviews(
     _: ModeratorCaller, session: SessionDep, page: PageDep, request: Request,
-    status: Annotated[ReviewStatus | None, Query(description="Default: pending only")] = "pending",
+    status: Annotated[ReviewStatus | Literal["all"], Query(description="pending (default), approved, rejected "
+                                                                       "or all")] = "pending",
     account_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> ReviewList:
     """Images the output classifier withheld, oldest first (the queue is worked from its head).
     Each links to the image for moderators; decide with `approve` or `reject`."""
-    rows = await service.list_reviews(session, status=status, account_id=account_id, limit=page.limit,
-                                      offset=page.offset)
+    rows = await service.list_reviews(session, status=None if status == "all" else status, account_id=account_id,
+                                      limit=page.limit, offset=page.offset)
     base = base_url(request)
     return ReviewList(data=[_review_out(r, base) for r in rows], limit=page.limit, offset=page.offset)
 
