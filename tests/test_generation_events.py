@@ -16,6 +16,8 @@ from app.generation.events import StreamState, transitions
 from app.queue.models import Job, JobStatus
 
 TERMINAL = {"completed", "failed", "cancelled"}
+# A job that runs for a few seconds even on a fast CPU, so a test can act while it runs.
+SLOW = {"steps": 50, "size": "128x128"}
 
 
 @dataclass
@@ -134,7 +136,7 @@ def test_stream_of_another_accounts_job_is_404(client, customer, make_customer) 
 
 
 def test_cancel_mid_stream_ends_with_cancelled(client, customer) -> None:
-    job = _queue(client, customer.headers, steps=40)
+    job = _queue(client, customer.headers, **SLOW)
     stream = Stream()
     cancelled = False
     with client.stream("GET", f"/v1/generations/{job['id']}/events", headers=customer.headers) as r:
@@ -154,9 +156,10 @@ def test_cancel_mid_stream_ends_with_cancelled(client, customer) -> None:
 
 
 def test_queued_job_reports_position_and_keeps_the_connection_alive(client, customer, monkeypatch) -> None:
-    # Shortened for the test; the server reads it on every loop.
-    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.5)
-    first = _queue(client, customer.headers, steps=30)
+    # Shortened for the test; the server reads both on every loop.
+    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
+    monkeypatch.setattr(sse, "POLL_SECONDS", 0.1)
+    first = _queue(client, customer.headers, **SLOW)
     # Another size: it cannot share the first job's batch, so it waits behind it.
     second = _queue(client, customer.headers, steps=2, size="72x72")
     stream = Stream()
@@ -174,7 +177,7 @@ def test_queued_job_reports_position_and_keeps_the_connection_alive(client, cust
 
 
 def test_disconnecting_stops_the_stream_but_not_the_job(client, customer, live) -> None:
-    job = _queue(client, customer.headers, steps=30)
+    job = _queue(client, customer.headers, **SLOW)
     with client.stream("GET", f"/v1/generations/{job['id']}/events", headers=customer.headers) as r:
         first = next(sse_events(r, Stream()))
         assert first.event in ("queued", "started", "progress")

@@ -86,7 +86,11 @@ async def txt2img(
     as received) and `info`, a JSON string with `seed`, `all_seeds`, `prompt` and
     `all_prompts` (after the model's prompt template), `negative_prompt`,
     `sampler_name`, `steps`, `cfg_scale`, `width`, `height`, `sd_model_name`,
-    `infotexts`, and ponyserve's `job_id` and `image_ids`.
+    `infotexts`, and ponyserve's `job_id`, `image_ids` and `withheld_image_ids`.
+
+    Prompts are screened exactly as on the native API (a refusal is 400
+    `content_policy_violation`), and an image the output check holds for review
+    is never sent: it is left out of `images` and listed in `withheld_image_ids`.
     """
     result, headers = await service.txt2img(ctx, caller, body, idempotency_key=idempotency_key,
                                             disconnected=request.is_disconnected)

@@ -88,8 +88,9 @@ def _unset(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip().casefold() in ("", "none"))
 
 
-def _unsupported(param: str, what: str) -> InvalidRequest:
-    return InvalidRequest(f"{what} is not supported by this server.", code="unsupported_parameter", param=param)
+def _unsupported(param: str, what: str, hint: str = "") -> InvalidRequest:
+    message = f"{what} is not supported by this server." + (f" {hint}" if hint else "")
+    return InvalidRequest(message, code="unsupported_parameter", param=param)
 
 
 # -- models ------------------------------------------------------------------------------
@@ -186,13 +187,13 @@ class Txt2ImgPlan:
 def _refuse_unsupported(body: StableDiffusionProcessingTxt2Img) -> None:
     """Fields whose non-default values would change the image in ways we cannot reproduce."""
     if body.enable_hr:
-        raise _unsupported("enable_hr", "Hires. fix (enable_hr) — request the final width and height directly —")
+        raise _unsupported("enable_hr", "Hires. fix (enable_hr)", "Request the final width and height directly.")
     if body.restore_faces:
         raise _unsupported("restore_faces", "Face restoration (restore_faces)")
     if body.tiling:
         raise _unsupported("tiling", "Tiling")
     if body.styles:
-        raise _unsupported("styles", "Saved prompt styles (styles) — put the style's text in the prompt —")
+        raise _unsupported("styles", "Saved prompt styles (styles)", "Put the style's text in the prompt.")
     if body.subseed_strength:
         raise _unsupported("subseed_strength", "Variation seeds (subseed_strength other than 0)")
     for param in ("seed_resize_from_h", "seed_resize_from_w"):
@@ -207,7 +208,8 @@ def _refuse_unsupported(body: StableDiffusionProcessingTxt2Img) -> None:
             raise _unsupported(param, what)
     for name, script in (body.alwayson_scripts or {}).items():
         if not _script_disabled(script):
-            raise _unsupported(f"alwayson_scripts.{name}", f"The always-on script '{name}'")
+            raise _unsupported(f"alwayson_scripts.{name}", f"The always-on script '{name}'",
+                               "Leave it out, or send it switched off.")
 
 
 def _script_disabled(script: object) -> bool:
@@ -229,7 +231,7 @@ def _script_disabled(script: object) -> bool:
 class _Overrides:
     spec: ModelSpec | None
     output_format: OutputFormat
-    clip_skip: int
+    clip_skip: int | None
     ignored: list[str]
 
 
@@ -237,7 +239,7 @@ def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Ov
     settings = settings or {}
     spec = None
     output_format: OutputFormat = "png"
-    clip_skip = 1
+    clip_skip = None
     ignored = []
     for key, value in settings.items():
         param = f"override_settings.{key}"
@@ -258,7 +260,8 @@ def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Ov
             clip_skip = value
         elif key == "sd_vae":
             if not (_unset(value) or str(value).strip().casefold() == "automatic"):
-                raise _unsupported(param, "Choosing a VAE (sd_vae other than 'Automatic')")
+                raise _unsupported(param, "Choosing a VAE (sd_vae other than 'Automatic')",
+                                   "Each model uses the VAE its operator configured.")
         elif key == "eta_noise_seed_delta":
             if value not in (None, 0):
                 raise _unsupported(param, "eta_noise_seed_delta other than 0")
@@ -300,10 +303,11 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
     overrides = _overrides(body.override_settings, catalog)
     spec = overrides.spec or catalog.get(None)
     # A1111 applies clip skip to SD1.x/2.x only: SDXL's text encoders always use their penultimate
-    # layer there (unless sdxl_clip_l_skip is set), which is also what our SDXL pipelines do.
-    if overrides.clip_skip != 1 and spec.family != "sdxl":
+    # layer there (unless sdxl_clip_l_skip is set), so on SDXL it is accepted and ignored as there.
+    # Elsewhere a request cannot change it: the model's configured clip skip applies.
+    if overrides.clip_skip is not None and spec.family != "sdxl" and overrides.clip_skip != spec.clip_skip:
         raise _unsupported("override_settings.CLIP_stop_at_last_layers",
-                           f"Clip skip on model '{spec.name}' ({spec.family})")
+                           f"Choosing the clip skip of model '{spec.name}' ({spec.family})")
     batch_size, n_iter = body.batch_size or 1, body.n_iter or 1
     n = batch_size * n_iter
     limits = effective_limits(principal.account, principal.key)
@@ -335,7 +339,8 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
         "response_format": "b64_json",
     })
     ignored = sorted(body.model_extra or {}) + overrides.ignored
-    return Txt2ImgPlan(request=request, batch_size=batch_size, n_iter=n_iter, clip_skip=overrides.clip_skip,
+    return Txt2ImgPlan(request=request, batch_size=batch_size, n_iter=n_iter,
+                       clip_skip=spec.clip_skip or overrides.clip_skip or 1,
                        ignored=ignored)
 
 
@@ -352,7 +357,7 @@ def _timestamp(moment: datetime) -> str:
 
 
 def build_info(job: Job, outputs: list[JobOutput], infotexts: list[str], plan: Txt2ImgPlan) -> dict[str, Any]:
-    """A1111's ``Processed.js()`` for a finished job, plus the job and image ids."""
+    """A1111's ``Processed.js()`` for a finished job's delivered images, plus the job and image ids."""
     count = len(outputs)
     seeds = [o.seed for o in outputs]
     return {
@@ -432,7 +437,9 @@ async def txt2img(
         raise GenerationFailed(job.error_message or f"Generation {job.status}.",
                                code=job.error_code or "generation_failed", headers=headers)
     async with ctx.db.unit_of_work() as session:
-        outputs = list(await queue.outputs_of(session, job.id))
+        every = list(await queue.outputs_of(session, job.id, include_withheld=True))
+    # Images held back by moderation are never sent; the info names them so a partner can follow up.
+    outputs = [o for o in every if not o.withheld]
     blobs = await asyncio.to_thread(lambda: [ctx.store.get(o.storage_key) for o in outputs])
     infotexts = await asyncio.to_thread(
         lambda: [_infotext(job, o, data) for o, data in zip(outputs, blobs, strict=True)]
@@ -440,6 +447,7 @@ async def txt2img(
     images = [base64.b64encode(data).decode() for data in blobs] if body.send_images is not False else []
     parameters = body.model_dump(exclude=set(body.model_extra or {}))
     info = build_info(job, outputs, infotexts, plan)
+    info["withheld_image_ids"] = [o.id for o in every if o.withheld]
     return TextToImageResponse(images=images, parameters=parameters, info=json.dumps(info)), headers
 
 

@@ -297,7 +297,7 @@ def test_progress_idle_then_running(client, customer) -> None:
     assert idle.json()["state"]["job_count"] == 0
     assert idle.json()["current_image"] is None
 
-    job = client.post("/v1/generations", json={"prompt": "a pony", "size": "64x64", "steps": 40},
+    job = client.post("/v1/generations", json={"prompt": "a pony", "size": "128x128", "steps": 50},
                       headers=customer.headers).json()
     try:
         deadline, seen = time.monotonic() + 60, None
@@ -313,8 +313,8 @@ def test_progress_idle_then_running(client, customer) -> None:
         state = seen["state"]
         assert state["job"] == job["id"]
         assert state["job_count"] == 1
-        assert state["sampling_steps"] == 40
-        assert seen["progress"] == pytest.approx(state["sampling_step"] / 40)
+        assert state["sampling_steps"] == 50
+        assert seen["progress"] == pytest.approx(state["sampling_step"] / 50)
         assert seen["eta_relative"] >= 0
         assert set(seen) == {"progress", "eta_relative", "state", "current_image", "textinfo"}
     finally:
