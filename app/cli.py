@@ -7,19 +7,26 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.config import Settings, get_settings
 
+if TYPE_CHECKING:
+    from app.billing.reporter import BillingReporter
+    from app.db import Database
+
 cli = typer.Typer(help="ponyserve: a paid text-to-image API for Pony-Diffusion-family models.",
                   no_args_is_help=True, add_completion=False)
 accounts_cli = typer.Typer(help="Manage customer accounts.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+billing_cli = typer.Typer(help="Stripe billing: reconciliation.", no_args_is_help=True)
 cli.add_typer(accounts_cli, name="accounts")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(billing_cli, name="billing")
 
 log = logging.getLogger("ponyserve.cli")
 
@@ -110,18 +117,104 @@ async def _run_worker(settings: Settings, device: str) -> None:
         listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
                               events)
         listener.start()
-    qw = QueueWorker(db, settings, ModelRegistry(settings.model_specs(), device), events,
+    qw = QueueWorker(db, settings, ModelRegistry(settings.model_specs(), device,
+                                                        memory_budget_bytes=settings.model_memory_budget_bytes), events,
                      LocalImageStore(settings.resolved_images_dir), device=device,
                      max_batch_images=settings.max_batch_images)
+    reporter = _billing_reporter(db, settings, qw.id)
+    stop = _stop_both(qw.stop, reporter.stop) if reporter is not None else qw.stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, qw.stop)
+        loop.add_signal_handler(sig, stop)
     log.info("worker starting", extra={"worker_id": qw.id, "device": device})
     try:
-        await asyncio.wait_for(qw.run(), timeout=None)
+        if reporter is not None:
+            await asyncio.gather(qw.run(), reporter.run())
+        else:
+            await qw.run()
     finally:
         if listener is not None:
             await listener.stop()
+        await db.dispose()
+
+
+def _billing_reporter(db: Database, settings: Settings, name: str) -> BillingReporter | None:
+    """The usage reporter that runs beside a worker, when Stripe is configured."""
+    if not settings.stripe_enabled:
+        log.warning("Stripe is not configured: billable usage stays in the outbox")
+        return None
+    from app.billing.reporter import BillingReporter
+
+    return BillingReporter(db, settings, name=name)
+
+
+def _stop_both(*stops: Callable[[], None]) -> Callable[[], None]:
+    def stop() -> None:
+        for fn in stops:
+            fn()
+
+    return stop
+
+
+@cli.command("billing-reporter")
+def billing_reporter() -> None:
+    """Send billable usage to Stripe (also runs inside `ponyserve worker` and embedded `serve`)."""
+    from app.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(json=settings.log_json)
+    if not settings.stripe_enabled:
+        typer.echo("Stripe is not configured (PONYSERVE_STRIPE_SECRET_KEY); nothing to report to.", err=True)
+        raise typer.Exit(2)
+    asyncio.run(_run_billing_reporter(settings))
+
+
+async def _run_billing_reporter(settings: Settings) -> None:
+    import app.models  # noqa: F401  (the reporter alone must still know every table)
+    from app.billing.reporter import BillingReporter
+    from app.db import Database
+
+    db = Database(settings.database_url, pool_size=2)
+    reporter = BillingReporter(db, settings, name="standalone")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, reporter.stop)
+    try:
+        await reporter.run()
+    finally:
+        await db.dispose()
+
+
+@billing_cli.command("reconcile")
+def billing_reconcile(
+    month: Annotated[str, typer.Option(help="The month to reconcile, YYYY-MM (UTC)")],
+    account: Annotated[str | None, typer.Option(help="Only this account (default: every account)")] = None,
+) -> None:
+    """Compare ledger, outbox and Stripe's meter totals per customer; prints JSON, exits 1 on discrepancies."""
+    settings = get_settings()
+    try:
+        report = asyncio.run(_reconcile(settings, month, account))
+    except Exception as exc:
+        _fail(exc)
+        return
+    _emit(report)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+async def _reconcile(settings: Settings, month: str, account: str | None) -> dict[str, object]:
+    import app.models  # noqa: F401
+    from app.billing.reconcile import reconcile
+    from app.billing.stripe_api import StripeGateway
+    from app.db import Database
+
+    db = Database(settings.database_url, pool_size=1)
+    gateway = StripeGateway(settings) if settings.stripe_enabled else None
+    try:
+        return await reconcile(db, settings, month, gateway, account_id=account)
+    finally:
+        if gateway is not None:
+            await gateway.close()
         await db.dispose()
 
 

@@ -185,11 +185,14 @@ def read_models_file(path: Path) -> ModelsFile:
 
 
 def load_models_file(path: Path) -> list[ModelSpec]:
-    """Parse a models file; relative model paths resolve against the file's folder."""
+    """Parse a models file; relative paths (model, VAE, config folder) resolve against the file's folder."""
     models = read_models_file(path).models
     for spec in models:
-        if not spec.path.is_absolute():
-            spec.path = (path.parent / spec.path).resolve()
+        spec.path = (path.parent / spec.path).resolve()
+        if spec.vae is not None:
+            spec.vae = (path.parent / spec.vae).resolve()
+        if spec.config is not None:
+            spec.config = (path.parent / spec.config).resolve()
     return models
 
 
@@ -236,6 +239,8 @@ class Settings(BaseSettings):
     # Upper bound on queued jobs overall: beyond it the API answers 503, not a growing backlog.
     max_queue_depth: int = 10_000
     log_json: bool = True
+    # Weights a worker keeps resident per device; least recently used models are evicted beyond it.
+    model_memory_budget_bytes: int | None = None
     # Images one pipeline call may carry (jobs sharing a batch key are combined up to this).
     max_batch_images: int = 4
     # How long shutdown waits for a running batch to finish.
@@ -280,6 +285,8 @@ class Settings(BaseSettings):
     billing_reporter_concurrency: int = Field(default=8, ge=1, le=64)
     billing_reporter_lease_seconds: float = Field(default=120.0, gt=0)
     billing_reporter_idle_seconds: float = Field(default=1.0, gt=0)
+    # How often a reporter sets aside unsendable events and retries webhook events that failed.
+    billing_reporter_sweep_seconds: float = Field(default=5.0, gt=0)
     # Exponential backoff with jitter between attempts at one event, and after Stripe-wide failures.
     billing_retry_base_seconds: float = Field(default=1.0, gt=0)
     billing_retry_max_seconds: float = Field(default=300.0, gt=0)

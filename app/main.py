@@ -101,7 +101,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
             from app.runtime.registry import ModelRegistry
             from app.worker.worker import QueueWorker
 
-            worker = QueueWorker(db, settings, ModelRegistry(catalog.specs(), settings.device), events, store,
+            registry = ModelRegistry(catalog.specs(), settings.device,
+                                     memory_budget_bytes=settings.model_memory_budget_bytes)
+            worker = QueueWorker(db, settings, registry, events, store,
                                  device=settings.device, max_batch_images=settings.max_batch_images)
             worker_task = asyncio.create_task(worker.run(), name="embedded-worker")
             if settings.stripe_enabled:

@@ -38,7 +38,7 @@ from app.licensing import service as licensing
 from app.queue.models import JobStatus
 from app.quotas.limits import effective_limits
 from app.runtime.encoding import MEDIA_TYPES
-from app.runtime.samplers import sampler_names
+from app.runtime.samplers import samplers_for_family
 
 router = APIRouter(tags=["generation"], responses=COMMON_ERROR_RESPONSES)
 
@@ -183,7 +183,6 @@ async def get_image(
 async def list_models(caller: GenerateCaller, ctx: ContextDep, session: SessionDep) -> ModelList:
     """Models this key may use, with their defaults, limits, samplers and the licence terms that matter to a
     caller (OpenAI models-list shape)."""
-    samplers = sampler_names()
     limits = effective_limits(caller.account, caller.key)
     now = utcnow()
     models = []
@@ -205,7 +204,8 @@ async def list_models(caller: GenerateCaller, ctx: ContextDep, session: SessionD
             defaults=ModelDefaultsOut(**spec.defaults.model_dump()),
             limits=ModelLimitsOut(min_width=spec.min_width, max_width=spec.max_width, min_height=spec.min_height,
                                   max_height=spec.max_height, max_steps=spec.max_steps),
-            samplers=samplers, prompt_prefix=spec.prompt_prefix, prompt_suffix=spec.prompt_suffix,
+            samplers=samplers_for_family(spec.family), prompt_prefix=spec.prompt_prefix,
+            prompt_suffix=spec.prompt_suffix,
         )
         for spec, terms in models
     ])

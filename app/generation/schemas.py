@@ -44,6 +44,8 @@ class GenerationRequest(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0, description="Classifier-free guidance (CFG).")
     sampler: str | None = Field(default=None, max_length=40, description="A1111 sampler name, e.g. 'Euler a'.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random if omitted; echoed per image.")
+    clip_skip: int | None = Field(default=None, ge=1, le=12,
+                                  description="A1111 convention: 1 = last CLIP layer, 2 = penultimate (SDXL default).")
     output_format: OutputFormat = Field(default="png", description="Image encoding.")
 
     @field_validator("prompt")

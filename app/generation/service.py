@@ -43,7 +43,8 @@ from app.queue.notify import JobEvents, publish_job_changed, publish_work
 from app.quotas import service as quotas
 from app.quotas.limits import Limits, effective_limits
 from app.quotas.service import RateDecision
-from app.runtime.samplers import resolve_sampler, sampler_names
+from app.runtime.samplers import resolve_sampler, samplers_for_family
+from app.runtime.sizes import check_size
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner
 
@@ -67,6 +68,10 @@ def _resolve_size(req: GenerationRequest, spec: ModelSpec) -> tuple[int, int]:
                 f"{label} {value} is outside model '{spec.name}' limits [{lo}, {hi}].", code="invalid_size",
                 param=param,
             )
+    problem = check_size(spec, width, height)
+    if problem is not None:
+        raise InvalidRequest(problem[0].upper() + problem[1:] + ".", code="invalid_size",
+                             param="size" if req.size else "width")
     return width, height
 
 
@@ -92,12 +97,14 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         raise InvalidRequest(f"steps {steps} exceeds model '{spec.name}' maximum of {spec.max_steps}.",
                              code="invalid_steps", param="steps")
     try:
-        sampler = resolve_sampler(req.sampler or spec.defaults.sampler)
+        sampler = resolve_sampler(req.sampler or spec.defaults.sampler, family=spec.family)
     except KeyError:
         raise InvalidRequest(
-            f"Unknown sampler '{req.sampler}'. Accepted: {', '.join(sampler_names())}.", code="invalid_sampler",
-            param="sampler",
+            f"Unknown sampler '{req.sampler}' for model '{spec.name}'. Accepted: "
+            f"{', '.join(samplers_for_family(spec.family))}.", code="invalid_sampler", param="sampler",
         ) from None
+    # A1111 convention (1 = last layer); the model's configured value when the caller sends none.
+    clip_skip = req.clip_skip if req.clip_skip is not None else spec.clip_skip
     _check_plan(principal, limits, width=width, height=height, steps=steps, n=req.n)
     guidance = req.guidance_scale if req.guidance_scale is not None else spec.defaults.guidance_scale
     # Seeds of a job are seed, seed+1, … (A1111's convention); keep the last one in range.
@@ -116,7 +123,8 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         steps=steps, guidance_scale=guidance, sampler=sampler, seed=seed, n=req.n,
         output_format=req.output_format, request_user=req.user, plan_code=principal.plan.code,
         plan_paid=principal.plan.is_paid,
-        batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}",
+        clip_skip=clip_skip,
+        batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}|{clip_skip}",
         attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
     )
 

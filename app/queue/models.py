@@ -55,6 +55,7 @@ class Job(Base):
     steps: Mapped[int] = mapped_column(Integer)
     guidance_scale: Mapped[float] = mapped_column(Float)
     sampler: Mapped[str] = mapped_column(String(40))
+    clip_skip: Mapped[int | None] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(BigInteger)
     n: Mapped[int] = mapped_column(Integer)
     output_format: Mapped[str] = mapped_column(String(8))

@@ -26,7 +26,7 @@ def plan_call(jobs: Sequence[Job]) -> tuple[GenerationParams, list[ImagePrompt],
     """One pipeline call for all images of jobs that share a batch key."""
     head = jobs[0]
     params = GenerationParams(width=head.width, height=head.height, steps=head.steps,
-                              guidance_scale=head.guidance_scale, sampler=head.sampler)
+                              guidance_scale=head.guidance_scale, sampler=head.sampler, clip_skip=head.clip_skip)
     slots = [Slot(job, i) for job in jobs for i in range(job.n)]
     prompts = [ImagePrompt(prompt=s.job.revised_prompt, negative_prompt=s.job.revised_negative_prompt, seed=s.seed)
                for s in slots]
@@ -38,7 +38,7 @@ def infotext(slot: Slot) -> str:
     return a1111_parameters(
         prompt=job.revised_prompt, negative_prompt=job.revised_negative_prompt, steps=job.steps,
         sampler=job.sampler, guidance_scale=job.guidance_scale, seed=slot.seed, width=job.width,
-        height=job.height, model=job.model,
+        height=job.height, model=job.model, clip_skip=job.clip_skip,
     )
 
 

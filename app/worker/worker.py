@@ -38,7 +38,7 @@ from app.quotas import service as quotas
 from app.quotas.repository import purge_expired_idempotency
 from app.runtime.encoding import encode_image
 from app.runtime.registry import ModelRegistry
-from app.runtime.types import GenerationCancelled, RuntimeModelError
+from app.runtime.types import GenerationCancelled, GenerationParams, ImagePrompt, RuntimeModelError, StepCallback
 from app.storage.local import LocalImageStore
 from app.worker.batch import Slot, infotext, plan_call, storage_key
 from app.worker.state import WorkerState
@@ -137,7 +137,7 @@ class QueueWorker:
         async with self.db.unit_of_work() as session:
             await queue.upsert_worker(session, Worker(
                 id=self.id, host=socket.gethostname(), device=self.device, state=self.state.value,
-                models=self.registry.names(), started_at=self._started_at, heartbeat_at=now,
+                models=self.registry.loaded_names(), started_at=self._started_at, heartbeat_at=now,
             ))
             await queue.renew_leases(session, self.id, now + timedelta(seconds=self.settings.job_lease_seconds))
 
@@ -183,8 +183,7 @@ class QueueWorker:
         watcher = asyncio.create_task(self._watch(monitor))
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self.registry.get, jobs[0].model)
-            images = await asyncio.to_thread(model.generate, params, prompts, monitor.on_step)
+            results = await asyncio.to_thread(self._generate, jobs[0].model, params, prompts, monitor.on_step)
         except GenerationCancelled:
             await self._finish_unsuccessful(jobs, JobStatus.CANCELLED, "cancelled", "Cancelled by the caller.")
             return
@@ -205,9 +204,28 @@ class QueueWorker:
         elapsed = time.perf_counter() - started
         PIPELINE_SECONDS.labels(jobs[0].model).observe(elapsed)
         BATCH_IMAGES.observe(len(slots))
+        # Images that did not fit in device memory even alone fail their whole job (uncharged);
+        # the rest of the batch is delivered.
+        too_big = {slot.job.id for slot, r in zip(slots, results, strict=True) if isinstance(r, Exception)}
+        if too_big:
+            log.error("out of device memory for jobs %s", sorted(too_big))
+            await self._finish_unsuccessful([j for j in jobs if j.id in too_big], JobStatus.FAILED, "out_of_memory",
+                                            "The accelerator ran out of memory for this request; it was not charged.")
+            jobs = [j for j in jobs if j.id not in too_big]
+            kept = [(s, r) for s, r in zip(slots, results, strict=True) if s.job.id not in too_big]
+            slots, results = [s for s, _ in kept], [r for _, r in kept]
+            if not jobs:
+                return
+        images = [r for r in results if isinstance(r, Image.Image)]
         encoded, verdicts = await asyncio.gather(self._encode(slots, images),
                                                  self.reviewer.assess([s.job for s in slots], images))
         await self._commit(jobs, slots, encoded, elapsed, monitor.cancelled, verdicts)
+
+    def _generate(self, model_name: str, params: GenerationParams, prompts: list[ImagePrompt],
+                  on_step: StepCallback) -> list[Image.Image | Exception]:
+        """Runs in a thread; the model is pinned so the memory budget cannot evict it mid-call."""
+        with self.registry.use(model_name) as model:
+            return model.generate_split(params, prompts, on_step)
 
     async def _watch(self, monitor: _BatchMonitor) -> None:
         """While the pipeline runs: publish progress and pick up cancel requests."""

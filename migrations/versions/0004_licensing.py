@@ -73,6 +73,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('requested_model', sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column('clip_skip', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('requested_license', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('license_overage', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('plan_code', sa.String(length=64), nullable=True))
@@ -105,6 +106,7 @@ def downgrade() -> None:
         batch_op.drop_column('license_overage')
         batch_op.drop_column('requested_license')
         batch_op.drop_column('requested_model')
+        batch_op.drop_column('clip_skip')
 
     with op.batch_alter_table('revenue_entries', schema=None) as batch_op:
         batch_op.drop_index('ix_revenue_entries_occurred_at')
