@@ -137,7 +137,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes,
+                       path_limits={"/webhooks/stripe": 1024 * 1024, "/admin/optouts/import": 8 * 1024 * 1024})
     app.include_router(generation_router)
     app.include_router(generation_events_router)
     app.include_router(compat_router)

@@ -21,7 +21,6 @@ def alembic_config(database_url: str) -> Config:
 def upgrade_head(database_url: str) -> None:
     if database_url.startswith("sqlite"):
         _ensure_sqlite_dir(database_url)
-    # "heads": every branch, so parallel feature migrations apply before their merge revision exists.
     command.upgrade(alembic_config(database_url), "heads")
 
 

@@ -9,15 +9,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.billing.outbox import enqueue_billable
 from app.db import dialect_insert
 from app.metering.models import UsageEntry
 from app.metering.rollup import UsageDaily
 
 
 async def append(session: AsyncSession, entries: Sequence[UsageEntry]) -> None:
-    """Adds ledger rows and folds them into the daily rollup in the same transaction."""
+    """Adds ledger rows, their billing-outbox rows (the billable ones) and folds them into the
+    daily rollup, all in the caller's transaction: usage and its bill stand or fall together."""
     session.add_all(entries)
     await session.flush()
+    await enqueue_billable(session, entries)
     totals: dict[tuple[date, str, str, str], dict[str, Any]] = {}
     for e in entries:
         k = (e.created_at.date(), e.account_id, e.api_key_id, e.model)

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from app.billing.metrics import BILLING
 from app.context import ContextDep
 from app.kit.clock import utcnow
 from app.licensing.metrics import LICENSES
@@ -59,4 +60,5 @@ async def metrics(ctx: ContextDep) -> Response:
     async with ctx.db.unit_of_work() as session:
         await ctx.fleet.refresh(session, ctx.settings.worker_stale_seconds)
         await LICENSES.refresh(session, utcnow())
+        await BILLING.refresh(session, utcnow())
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -21,9 +21,11 @@ class _BodyTooLarge(Exception):
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Routes whose bodies are legitimately larger (Stripe events, CSV imports).
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,9 +38,10 @@ class RequestMiddleware:
         status = 500
         response_started = False
 
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject_too_large(send, rid)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject_too_large(send, rid, limit)
             self._observe(scope, 413, started)
             request_id_var.reset(token)
             return
@@ -50,7 +53,7 @@ class RequestMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
@@ -68,7 +71,7 @@ class RequestMiddleware:
         except _BodyTooLarge:
             if not response_started:
                 status = 413
-                await self._reject_too_large(send, rid)
+                await self._reject_too_large(send, rid, limit)
         finally:
             self._observe(scope, status, started)
             request_id_var.reset(token)
@@ -82,8 +85,8 @@ class RequestMiddleware:
             log.info("request", extra={"method": scope["method"], "route": template, "status": status,
                                        "ms": round(elapsed * 1000, 2)})
 
-    async def _reject_too_large(self, send: Send, rid: str) -> None:
-        body = json.dumps(PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes.").body()).encode()
+    async def _reject_too_large(self, send: Send, rid: str, limit: int) -> None:
+        body = json.dumps(PayloadTooLarge(f"Request body exceeds {limit} bytes.").body()).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"x-request-id", rid.encode("latin-1"))]})

@@ -1,0 +1,194 @@
+"""Billing operations behind the admin endpoints: customers, checkout, subscriptions, the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import service as accounts
+from app.accounts.models import Account, Plan
+from app.billing import repository as repo
+from app.billing.metrics import BILLING
+from app.billing.models import SET_ASIDE, BillingOutbox, OutboxStatus
+from app.billing.schemas import (
+    AccountBilling,
+    BillingOverview,
+    InvoiceOut,
+    OutboxRowOut,
+    OutboxSummary,
+    WebhookSummary,
+)
+from app.billing.stripe_api import StripeGateway
+from app.billing.subscriptions import LIVE
+from app.config import Settings
+from app.errors import Conflict, InvalidRequest, NotFound
+
+
+def _require(gateway: StripeGateway | None) -> StripeGateway:
+    if gateway is None:
+        raise InvalidRequest("Stripe is not configured on this deployment (PONYSERVE_STRIPE_SECRET_KEY).",
+                             code="billing_not_configured")
+    return gateway
+
+
+def keys_refused(account: Account, now: datetime) -> bool:
+    """Whether the account's keys are refused with 402: an invoice unpaid past its grace period."""
+    return account.billing_grace_until is not None and now >= account.billing_grace_until
+
+
+async def account_billing(session: AsyncSession, account_id: str, now: datetime) -> AccountBilling:
+    account = await accounts.get_account(session, account_id)
+    return AccountBilling(
+        account_id=account.id, plan=account.plan.code, stripe_customer_id=account.stripe_customer_id,
+        stripe_linked_at=account.stripe_linked_at, stripe_subscription_id=account.stripe_subscription_id,
+        subscription_status=account.subscription_status, subscription_event_at=account.subscription_event_at,
+        past_due_since=account.billing_past_due_since, grace_until=account.billing_grace_until,
+        keys_refused=keys_refused(account, now),
+        unpaid_invoices=[InvoiceOut.model_validate(i) for i in await repo.open_invoices(session, account.id)],
+        outbox=await repo.account_counts(session, account.id),
+    )
+
+
+async def link_customer(session: AsyncSession, gateway: StripeGateway | None, account_id: str, *,
+                        customer_id: str | None, email: str | None, now: datetime) -> list[str]:
+    """Links the account to a Stripe customer (the given one, or a new one created in Stripe).
+
+    Idempotent: linking the customer already linked, or asking again for a new one, changes
+    nothing. Returns ids of stored webhook events for that customer that arrived before the
+    link, to be applied now.
+    """
+    account = await accounts.get_account(session, account_id)
+    if customer_id is None and account.stripe_customer_id is not None:
+        return []
+    if customer_id is not None and customer_id == account.stripe_customer_id:
+        return []
+    if account.stripe_customer_id is not None and account.subscription_status in LIVE:
+        raise Conflict("The account has a live subscription on its current Stripe customer; cancel it first.",
+                       code="subscription_exists", param="stripe_customer_id")
+    if customer_id is not None:
+        holder = (await session.execute(select(Account.id).where(Account.stripe_customer_id == customer_id))
+                  ).scalar_one_or_none()
+        if holder is not None:
+            raise Conflict(f"Customer '{customer_id}' is linked to another account.", code="customer_linked_elsewhere",
+                           param="stripe_customer_id")
+        if gateway is not None and not await gateway.customer_exists(customer_id):
+            raise InvalidRequest(f"Stripe has no customer '{customer_id}'.", code="unknown_stripe_customer",
+                                 param="stripe_customer_id")
+    else:
+        customer_id = await _require(gateway).create_customer(account_id=account.id, name=account.name, email=email)
+    if account.stripe_customer_id is not None:
+        # A different customer: the old one's subscription state no longer describes this account.
+        account.stripe_subscription_id = account.subscription_status = None
+        account.subscription_event_at = None
+    account.stripe_customer_id = customer_id
+    account.stripe_linked_at = now
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise Conflict(f"Customer '{customer_id}' is linked to another account.", code="customer_linked_elsewhere",
+                       param="stripe_customer_id") from None
+    return await repo.reopen_for_customer(session, customer_id)
+
+
+def _prices(plan: Plan) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if plan.stripe_price_id:
+        items.append({"price": plan.stripe_price_id, "quantity": 1})
+    if plan.stripe_metered_price_id:
+        # Metered prices take no quantity: the meter events are the quantity.
+        items.append({"price": plan.stripe_metered_price_id})
+    if not items:
+        raise InvalidRequest(f"Plan '{plan.code}' has no Stripe prices (set stripe_price_id / "
+                             "stripe_metered_price_id).", code="plan_not_billable", param="plan")
+    return items
+
+
+async def _linked(session: AsyncSession, account_id: str) -> tuple[Account, str]:
+    account = await accounts.get_account(session, account_id)
+    if account.stripe_customer_id is None:
+        raise Conflict("Link a Stripe customer first (POST /admin/accounts/{id}/billing/customer).",
+                       code="customer_not_linked")
+    return account, account.stripe_customer_id
+
+
+async def create_checkout(session: AsyncSession, gateway: StripeGateway | None, account_id: str, *, plan_code: str,
+                          success_url: str, cancel_url: str) -> dict[str, Any]:
+    gw = _require(gateway)
+    account, customer = await _linked(session, account_id)
+    plan = await accounts.get_plan(session, plan_code)
+    return await gw.create_checkout_session(account_id=account.id, customer=customer, line_items=_prices(plan),
+                                            success_url=success_url, cancel_url=cancel_url)
+
+
+async def create_subscription(session: AsyncSession, gateway: StripeGateway | None, account_id: str, *,
+                              plan_code: str) -> dict[str, Any]:
+    gw = _require(gateway)
+    account, customer = await _linked(session, account_id)
+    if account.subscription_status in LIVE:
+        raise Conflict(f"The account already has a live subscription ({account.stripe_subscription_id}).",
+                       code="subscription_exists")
+    plan = await accounts.get_plan(session, plan_code)
+    sub = await gw.create_subscription(account_id=account.id, customer=customer, items=_prices(plan))
+    # Followed from now on; its webhooks (any order) bring the status and the plan.
+    account.stripe_subscription_id, account.subscription_status = sub["id"], sub["status"]
+    account.subscription_event_at = None
+    await session.flush()
+    return sub
+
+
+async def overview(session: AsyncSession, settings: Settings, now: datetime) -> BillingOverview:
+    stats = await BILLING.refresh(session, now)
+    received, unprocessed, last = await repo.webhook_stats(session)
+    set_aside = await repo.list_rows(session, statuses=[s.value for s in SET_ASIDE], account_id=None, limit=50,
+                                     offset=0)
+    return BillingOverview(
+        stripe_configured=settings.stripe_enabled, meter_event_name=settings.stripe_meter_event_name,
+        outbox=OutboxSummary(
+            backlog=stats.by_status.get(OutboxStatus.PENDING.value, 0), in_flight=stats.in_flight,
+            retrying=stats.retrying, oldest_pending_at=stats.oldest_pending_at,
+            oldest_age_seconds=BILLING.oldest_age_seconds, next_attempt_at=stats.next_attempt_at,
+            by_status=stats.by_status, sent_total=BILLING.sent_total, failures_total=BILLING.failures_total),
+        recent_failures=[OutboxRowOut.model_validate(r) for r in await repo.recent_failures(session, 20)],
+        set_aside=[OutboxRowOut.model_validate(r) for r in set_aside],
+        webhooks=WebhookSummary(received=received, unprocessed=unprocessed, last_received_at=last),
+    )
+
+
+_ALLOWED = {
+    "resend": (OutboxStatus.UNCONFIRMED, OutboxStatus.FAILED),
+    "mark_sent": (OutboxStatus.UNCONFIRMED,),
+    "dismiss": (OutboxStatus.EXPIRED, OutboxStatus.UNCONFIRMED, OutboxStatus.FAILED),
+}
+
+
+async def resolve(session: AsyncSession, settings: Settings, usage_id: int, action: str, *, by: str,
+                  now: datetime) -> BillingOutbox:
+    """An admin's decision on a set-aside event (see OutboxResolve)."""
+    row = await repo.get_row(session, usage_id, lock=True)
+    if row is None:
+        raise NotFound(f"No outbox event for ledger row {usage_id}.", param="usage_id")
+    if row.status not in _ALLOWED[action]:
+        allowed = ", ".join(s.value for s in _ALLOWED[action])
+        raise Conflict(f"'{action}' applies to {allowed} events; this one is {row.status}.",
+                       code="invalid_outbox_transition", param="action")
+    if action == "resend":
+        if row.occurred_at < now - timedelta(seconds=settings.billing_event_max_age_seconds):
+            raise Conflict("The usage is older than Stripe accepts; dismiss it instead.", code="usage_too_old",
+                           param="action")
+        account = await accounts.get_account(session, row.account_id)
+        row.stripe_customer_id = account.stripe_customer_id or row.stripe_customer_id
+        row.status, row.next_attempt_at = OutboxStatus.PENDING.value, now
+        row.doubt_since = row.claim_token = row.lease_until = None
+    elif action == "mark_sent":
+        row.status, row.sent_at = OutboxStatus.SENT.value, now
+        await repo.bump_counters(session, sent=1)
+    else:
+        row.status = OutboxStatus.DISMISSED.value
+    row.resolved_by = by
+    await session.flush()
+    return row
