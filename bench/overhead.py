@@ -65,12 +65,22 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
             client.post("/v1/images/generations", json={**body, "seed": 0})  # warm-up (model load)
-            served = []
+            served: list[float] = []
+            phases: dict[str, list[float]] = {"queue_wait": [], "pipeline_in_server": [], "encode_store_commit": [],
+                                              "response": []}
             for i in range(args.requests):
                 t0 = time.perf_counter()
                 r = client.post("/v1/images/generations", json={**body, "seed": i})
                 served.append(time.perf_counter() - t0)
                 assert r.status_code == 200, r.text
+                job = client.get(f"/v1/generations/{r.json()['id']}").json()
+                created, started, finished = (datetime.fromisoformat(job[k]).timestamp()
+                                              for k in ("created_at", "started_at", "finished_at"))
+                gpu = job["usage"]["gpu_seconds"]
+                phases["queue_wait"].append(started - created)
+                phases["pipeline_in_server"].append(gpu)
+                phases["encode_store_commit"].append(finished - started - gpu)
+                phases["response"].append(served[-1] - (finished - created))
 
             n_conc = args.requests * 2
 
@@ -97,6 +107,8 @@ def main() -> None:
             "p50": round((percentile(served, 50) - percentile(raw, 50)) * 1000, 1),
             "p95": round((percentile(served, 95) - percentile(raw, 95)) * 1000, 1),
         },
+        # Where the served time goes (p50 of each phase, from the job's own timestamps).
+        "served_phases_ms_p50": {k: round(percentile(v, 50) * 1000, 1) for k, v in phases.items()},
         "throughput_images_per_s": {"raw_sequential": round(raw_ips, 3), "served_concurrent": round(served_ips, 3),
                                     "ratio_served_over_raw": round(served_ips / raw_ips, 3)},
     }

@@ -19,9 +19,10 @@ MEDIA_TYPES: Mapping[str, str] = MappingProxyType({"png": "image/png", "jpeg": "
 # default (80) shows banding in smooth gradients.
 JPEG_QUALITY = 90
 WEBP_QUALITY = 90
-# zlib level 6 (Pillow's default) is within a few percent of 9's size at a
-# third of the CPU time.
-PNG_COMPRESS_LEVEL = 6
+# zlib level 1: on generated 512² images it encodes ~4x faster than Pillow's
+# default 6 (30 ms vs 120 ms here) for ~20 % more bytes. Encoding sits on every
+# request's critical path and competes with the pipeline for CPU, so speed wins.
+PNG_COMPRESS_LEVEL = 1
 
 # How A1111 (through piexif) marks an EXIF UserComment as UTF-16 big-endian text.
 _UNICODE_PREFIX = b"UNICODE\x00"
