@@ -18,8 +18,9 @@ def _spawn(device: str) -> subprocess.Popen[bytes]:
 
 
 def supervise(devices: list[str], *, max_backoff: float = 30.0) -> int:
-    children = {d: _spawn(d) for d in devices}
-    backoff = dict.fromkeys(devices, 1.0)
+    # Keyed by slot, not device name: "cpu,cpu" asks for two children on one device.
+    children = {slot: _spawn(d) for slot, d in enumerate(devices)}
+    backoff = dict.fromkeys(children, 1.0)
     stopping = False
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -37,11 +38,12 @@ def supervise(devices: list[str], *, max_backoff: float = 30.0) -> int:
             for child in children.values():
                 child.wait()
             return 0
-        for device, child in list(children.items()):
+        for slot, child in list(children.items()):
             code = child.poll()
             if code is None:
                 continue
-            log.error("worker for %s exited with %s; restarting in %.0fs", device, code, backoff[device])
-            time.sleep(backoff[device])
-            backoff[device] = min(backoff[device] * 2, max_backoff)
-            children[device] = _spawn(device)
+            device = devices[slot]
+            log.error("worker for %s exited with %s; restarting in %.0fs", device, code, backoff[slot])
+            time.sleep(backoff[slot])
+            backoff[slot] = min(backoff[slot] * 2, max_backoff)
+            children[slot] = _spawn(device)

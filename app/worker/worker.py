@@ -102,6 +102,8 @@ class QueueWorker:
 
     def stop(self) -> None:
         """Drain: finish the running batch, claim nothing new."""
+        if self.state != WorkerState.STOPPED:
+            self.state = WorkerState.DRAINING
         self._stopping.set()
         self.events.work_available()
 
@@ -111,18 +113,30 @@ class QueueWorker:
         try:
             self.state = WorkerState.READY
             await self._heartbeat()
-            last_sweep = 0.0
+            last_sweep, backoff = 0.0, 0.5
             while not self._stopping.is_set():
-                if time.monotonic() - last_sweep > 5.0:
-                    await self._sweep()
-                    last_sweep = time.monotonic()
-                jobs = await self._claim()
-                if not jobs:
-                    await self.events.wait_work(timeout=1.0)
-                    continue
-                self.state = WorkerState.BUSY
-                await self._run_batch(jobs)
-                self.state = WorkerState.DRAINING if self._stopping.is_set() else WorkerState.READY
+                try:
+                    if time.monotonic() - last_sweep > 5.0:
+                        await self._sweep()
+                        last_sweep = time.monotonic()
+                    jobs = await self._claim()
+                    if not jobs:
+                        self.state = WorkerState.READY
+                        await self.events.wait_work(timeout=1.0)
+                        continue
+                    self.state = WorkerState.BUSY
+                    await self._run_batch(jobs)
+                    self.state = WorkerState.DRAINING if self._stopping.is_set() else WorkerState.READY
+                    backoff = 0.5
+                except Exception:
+                    # The database went away mid-iteration, most likely. Jobs this worker holds keep
+                    # their leases and are retried by the sweeper if it does not come back in time.
+                    self.state = WorkerState.FAILED
+                    log.exception("worker loop failed; retrying in %.1fs", backoff)
+                    with contextlib.suppress(Exception):
+                        await self._heartbeat()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
         finally:
             self.state = WorkerState.STOPPED
             beat.cancel()
