@@ -37,5 +37,7 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # uvicorn's access log would duplicate our one-line-per-request log.
+    # uvicorn's access log would duplicate our one-line-per-request log; Alembic's plugin
+    # chatter at every start says nothing an operator needs.
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("alembic").setLevel(logging.WARNING)
