@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, literal, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Date, and_, bindparam, delete, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.models import ApiKey
-from app.db import dialect_insert
+from app.db import UTCDateTime, dialect_insert
 from app.queue.models import Job, JobStatus
 from app.quotas.models import IdempotencyRecord, QuotaCounter, RateLimitState
 
@@ -27,6 +26,19 @@ def _pk(key: CounterKey) -> list[ColumnElement[bool]]:
     scope, scope_id, period, start = key
     return [QuotaCounter.scope == scope, QuotaCounter.scope_id == scope_id, QuotaCounter.period == period,
             QuotaCounter.period_start == start]
+
+
+# One constant statement (4 rows: account and key × day and month), so SQLAlchemy compiles it
+# once; building it per request cost more than the database did. Postgres and SQLite share the
+# syntax (ON CONFLICT … DO UPDATE … WHERE, excluded.*, RETURNING).
+_RESERVE_ALL = text(
+    "INSERT INTO quota_counters (scope, scope_id, period, period_start, used, reserved, cap, updated_at) VALUES "
+    + ", ".join(f"(:s{i}, :i{i}, :p{i}, :d{i}, 0, :n, :c{i}, :u)" for i in range(4))
+    + " ON CONFLICT (scope, scope_id, period, period_start) DO UPDATE SET"
+    " reserved = quota_counters.reserved + excluded.reserved, cap = excluded.cap, updated_at = excluded.updated_at"
+    " WHERE excluded.cap IS NULL OR quota_counters.used + quota_counters.reserved + excluded.reserved <= excluded.cap"
+    " RETURNING scope, scope_id, period, period_start"
+).bindparams(bindparam("u", type_=UTCDateTime()), *(bindparam(f"d{i}", type_=Date()) for i in range(4)))
 
 
 async def try_reserve_all(
@@ -40,20 +52,12 @@ async def try_reserve_all(
     lock order. Fewer rows back than asked means a limit was hit: the caller raises and
     the transaction's rollback undoes the rows that did take the reservation.
     """
-    insert = dialect_insert(session)
-    stmt = insert(QuotaCounter).values([
-        {"scope": s, "scope_id": i, "period": p, "period_start": d, "used": 0, "reserved": n, "cap": limit,
-         "updated_at": now}
-        for (s, i, p, d), limit in wanted
-    ])
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[QuotaCounter.scope, QuotaCounter.scope_id, QuotaCounter.period, QuotaCounter.period_start],
-        set_={"reserved": QuotaCounter.reserved + stmt.excluded.reserved, "cap": stmt.excluded.cap,
-              "updated_at": stmt.excluded.updated_at},
-        where=or_(stmt.excluded.cap.is_(None),
-                  QuotaCounter.used + QuotaCounter.reserved + stmt.excluded.reserved <= stmt.excluded.cap),
-    ).returning(QuotaCounter.scope, QuotaCounter.scope_id, QuotaCounter.period, QuotaCounter.period_start)
-    return {(r[0], r[1], r[2], r[3]) for r in (await session.execute(stmt)).all()}
+    assert len(wanted) == 4
+    params: dict[str, object] = {"n": n, "u": now}
+    for i, ((scope, scope_id, period, start), limit) in enumerate(wanted):
+        params.update({f"s{i}": scope, f"i{i}": scope_id, f"p{i}": period, f"d{i}": start, f"c{i}": limit})
+    rows = (await session.execute(_RESERVE_ALL, params)).all()
+    return {(r[0], r[1], r[2], r[3] if isinstance(r[3], date) else date.fromisoformat(str(r[3]))) for r in rows}
 
 
 async def settle(session: AsyncSession, key: CounterKey, *, reserved: int, used: int, now: datetime) -> None:
@@ -82,35 +86,37 @@ async def mark_reservation(session: AsyncSession, job_id: str, state: str) -> Jo
     return (await session.execute(stmt)).scalars().first()
 
 
-async def lock_key(session: AsyncSession, key_id: str) -> None:
-    """Serialises one key's enqueues so in-flight counts cannot be raced past their limits."""
-    await session.execute(select(ApiKey.id).where(ApiKey.id == key_id).with_for_update())
+_INFLIGHT = """SELECT status, count(*) FROM jobs
+WHERE api_key_id = (SELECT id FROM api_keys WHERE id = :k{lock}) AND status IN ('queued', 'running')
+GROUP BY status"""
+# Postgres: the sub-select takes the key's row lock, serialising one key's enqueues so in-flight
+# counts cannot be raced past their limits — lock and count in one round trip. SQLite has one
+# writer at a time anyway.
+_INFLIGHT_PG = text(_INFLIGHT.format(lock=" FOR UPDATE"))
+_INFLIGHT_SQLITE = text(_INFLIGHT.format(lock=""))
 
 
-async def inflight_counts(session: AsyncSession, key_id: str) -> tuple[int, int]:
-    """(queued, running) jobs of the key."""
-    stmt = (
-        select(Job.status, func.count()).where(Job.api_key_id == key_id,
-                                               Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))
-        .group_by(Job.status)
-    )
-    counts = dict((await session.execute(stmt)).all())
-    return int(counts.get(JobStatus.QUEUED, 0)), int(counts.get(JobStatus.RUNNING, 0))
+async def lock_key_and_count_inflight(session: AsyncSession, key_id: str) -> tuple[int, int]:
+    """Locks the key row (Postgres) and returns its (queued, running) job counts."""
+    stmt = _INFLIGHT_PG if session.get_bind().dialect.name == "postgresql" else _INFLIGHT_SQLITE
+    counts = {status: int(n) for status, n in (await session.execute(stmt, {"k": key_id})).all()}
+    return counts.get(JobStatus.QUEUED, 0), counts.get(JobStatus.RUNNING, 0)
+
+
+_GCRA = """INSERT INTO rate_limit_state (api_key_id, tat) VALUES (:k, :now + :interval)
+ON CONFLICT (api_key_id) DO UPDATE SET tat = {greatest}(rate_limit_state.tat, :now) + :interval
+WHERE {greatest}(rate_limit_state.tat, :now) - :now <= :tolerance
+RETURNING tat"""
+_GCRA_PG = text(_GCRA.format(greatest="GREATEST"))
+_GCRA_SQLITE = text(_GCRA.format(greatest="MAX"))
 
 
 async def gcra_take(session: AsyncSession, key_id: str, *, now: float, interval: float, tolerance: float
                     ) -> tuple[bool, float]:
-    """One GCRA step: (allowed, theoretical arrival time after this request)."""
-    insert = dialect_insert(session)
-    greatest = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
-    current = greatest(RateLimitState.tat, literal(now))
-    stmt = (
-        insert(RateLimitState).values(api_key_id=key_id, tat=now + interval)
-        .on_conflict_do_update(index_elements=[RateLimitState.api_key_id], set_={"tat": current + interval},
-                               where=current - now <= tolerance)
-        .returning(RateLimitState.tat)
-    )
-    tat = (await session.execute(stmt)).scalar_one_or_none()
+    """One GCRA step in one upsert: (allowed, theoretical arrival time after this request)."""
+    stmt = _GCRA_PG if session.get_bind().dialect.name == "postgresql" else _GCRA_SQLITE
+    params = {"k": key_id, "now": now, "interval": interval, "tolerance": tolerance}
+    tat = (await session.execute(stmt, params)).scalar_one_or_none()
     if tat is not None:
         return True, float(tat)
     stored = (await session.execute(select(RateLimitState.tat).where(RateLimitState.api_key_id == key_id))).scalar_one()

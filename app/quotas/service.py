@@ -75,8 +75,7 @@ async def take_rate_token(session: AsyncSession, key: ApiKey, limits: Limits, no
 async def check_inflight(session: AsyncSession, key: ApiKey, limits: Limits) -> None:
     if limits.max_concurrent_jobs is None and limits.max_queued_jobs is None:
         return
-    await repo.lock_key(session, key.id)
-    queued, running = await repo.inflight_counts(session, key.id)
+    queued, running = await repo.lock_key_and_count_inflight(session, key.id)
     if limits.max_queued_jobs is not None and queued >= limits.max_queued_jobs:
         raise RateLimited(f"This key already has {queued} queued jobs (limit {limits.max_queued_jobs}).",
                           code="queue_limit_exceeded", headers={"Retry-After": "1"})
