@@ -77,18 +77,20 @@ def wide_policy() -> PromptPolicy:
 
 @pytest.mark.parametrize("text", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
 def test_a_20000_character_adversarial_prompt_is_decided_fast(wide_policy: PromptPolicy, text: str) -> None:
-    # Catches catastrophic (super-linear) behaviour only; timing targets live in bench/moderation.py.
+    # Catches catastrophic (super-linear) behaviour only — quadratic work on 20,000 characters
+    # would take minutes; the bound is loose so a busy CI machine never trips it. Timing targets
+    # live in bench/moderation.py.
     text = text[:20_000]
     assert len(text) == 20_000
     started = time.perf_counter()
     wide_policy.check(text, text, nsfw_capable_model=True, max_rating="safe")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5.0
 
 
 def test_the_default_cap_turns_a_20000_character_prompt_away_at_once(policy: PromptPolicy) -> None:
     started = time.perf_counter()
     assert policy.check("(" * 20_000).category == Category.TOO_LONG
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.5
 
 
 def test_one_policy_serves_many_threads_consistently(policy: PromptPolicy) -> None:
