@@ -151,6 +151,25 @@ COMMON_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# What every generation POST (native, OpenAI-compatible, A1111) may answer besides the common errors.
+GENERATION_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    402: _documented("Daily or monthly image quota used up"),
+    409: _documented("Same Idempotency-Key still being accepted"),
+    429: _documented("Rate, concurrency or queue limit; see Retry-After"),
+    503: _documented("Queue full or draining; see Retry-After"),
+}
+# Synchronous generations also wait for the result.
+SYNC_GENERATION_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **GENERATION_ERROR_RESPONSES,
+    502: _documented("The generation failed"),
+    504: _documented("Not finished within the server's wait limit; cancelled and not charged"),
+}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
     errors = exc.errors()
     if not errors:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.accounts.auth import GenerateCaller
 from app.compat import service
@@ -23,7 +23,8 @@ from app.compat.schemas import (
 )
 from app.context import ContextDep
 from app.db import SessionDep
-from app.errors import COMMON_ERROR_RESPONSES, ErrorResponse
+from app.errors import COMMON_ERROR_RESPONSES, SYNC_GENERATION_ERROR_RESPONSES, ErrorResponse
+from app.generation.endpoints import IdempotencyKeyHeader
 
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111-compat"], responses=COMMON_ERROR_RESPONSES)
 
@@ -31,11 +32,7 @@ router = APIRouter(prefix="/sdapi/v1", tags=["a1111-compat"], responses=COMMON_E
 @router.post(
     "/txt2img",
     response_model=TextToImageResponse,
-    responses={402: {"model": ErrorResponse, "description": "Daily or monthly image quota used up"},
-               429: {"model": ErrorResponse, "description": "Rate, concurrency or queue limit; see Retry-After"},
-               502: {"model": ErrorResponse, "description": "The generation failed"},
-               503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"},
-               504: {"model": ErrorResponse, "description": "Not finished within the server's wait limit"}},
+    responses=SYNC_GENERATION_ERROR_RESPONSES,
 )
 async def txt2img(
     body: StableDiffusionProcessingTxt2Img,
@@ -43,11 +40,7 @@ async def txt2img(
     ctx: ContextDep,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(alias="Idempotency-Key", description="Retries with the same key and body return the original "
-                                                    "images and are not charged again."),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> TextToImageResponse:
     """Generate images from a prompt — AUTOMATIC1111's txt2img, metered like `POST /v1/images/generations`.
 

@@ -15,6 +15,8 @@ from app.context import ContextDep, base_url
 from app.db import SessionDep
 from app.errors import (
     COMMON_ERROR_RESPONSES,
+    GENERATION_ERROR_RESPONSES,
+    SYNC_GENERATION_ERROR_RESPONSES,
     AuthenticationError,
     ErrorResponse,
     GenerationFailed,
@@ -54,12 +56,7 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})")
 @router.post(
     "/v1/images/generations",
     response_model=ImagesResponse,
-    responses={402: {"model": ErrorResponse, "description": "Daily or monthly image quota used up"},
-               409: {"model": ErrorResponse, "description": "Same Idempotency-Key still being accepted"},
-               429: {"model": ErrorResponse, "description": "Rate, concurrency or queue limit; see Retry-After"},
-               502: {"model": ErrorResponse, "description": "The generation failed"},
-               503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"},
-               504: {"model": ErrorResponse, "description": "Not finished within the server's wait limit"}},
+    responses=SYNC_GENERATION_ERROR_RESPONSES,
 )
 async def create_image(
     body: GenerationRequest, caller: GenerateCaller, ctx: ContextDep, request: Request, response: Response,
@@ -96,10 +93,7 @@ async def create_image(
     status_code=202,
     response_model=JobOut,
     responses={200: {"model": JobOut, "description": "Finished within the Prefer: wait time"},
-               402: {"model": ErrorResponse, "description": "Daily or monthly image quota used up"},
-               409: {"model": ErrorResponse, "description": "Same Idempotency-Key still being accepted"},
-               429: {"model": ErrorResponse, "description": "Rate, concurrency or queue limit; see Retry-After"},
-               503: {"model": ErrorResponse, "description": "Queue full or draining; see Retry-After"}},
+               **GENERATION_ERROR_RESPONSES},
 )
 async def create_generation(
     body: GenerationRequest,
