@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.runtime.families import FAMILIES, FamilyTraits
-from app.runtime.families.common import transformer_max_side
-from app.runtime.types import RuntimeModelError
+from app.runtime.families.common import FolderOnly, transformer_max_side
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
 MAX_SEQUENCE_LENGTH = 256
 
 
-class AuraFlowAdapter:
+class AuraFlowAdapter(FolderOnly):
     traits: FamilyTraits = FAMILIES["auraflow"]
     denoiser_attr = "transformer"
 
@@ -31,15 +30,6 @@ class AuraFlowAdapter:
         from diffusers import AuraFlowPipeline
 
         return AuraFlowPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
-
-    def load_single_file(self, path: Path, dtype: torch.dtype, config_dir: Path | None) -> Any:
-        raise RuntimeModelError(
-            "single-file checkpoints are served for family 'sdxl' only; "
-            "point an AuraFlow model at its diffusers folder (model_index.json inside)"
-        )
-
-    def checkpoint_problem(self, keys: set[str]) -> str | None:
-        return None
 
     def pipeline_problem(self, pipe: Any) -> str | None:
         if pipe.text_encoder is None or pipe.tokenizer is None:

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.runtime.families import FAMILIES, FamilyTraits
-from app.runtime.families.common import a1111_to_diffusers_clip_skip, transformer_max_side
-from app.runtime.types import RuntimeModelError
+from app.runtime.families.common import FolderOnly, a1111_to_diffusers_clip_skip, transformer_max_side
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 MAX_SEQUENCE_LENGTH = 256
 
 
-class SD3Adapter:
+class SD3Adapter(FolderOnly):
     traits: FamilyTraits = FAMILIES["sd3"]
     denoiser_attr = "transformer"
 
@@ -30,15 +29,6 @@ class SD3Adapter:
         from diffusers import StableDiffusion3Pipeline
 
         return StableDiffusion3Pipeline.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
-
-    def load_single_file(self, path: Path, dtype: torch.dtype, config_dir: Path | None) -> Any:
-        raise RuntimeModelError(
-            "single-file checkpoints are served for family 'sdxl' only; "
-            "point an SD3 model at its diffusers folder (model_index.json inside)"
-        )
-
-    def checkpoint_problem(self, keys: set[str]) -> str | None:
-        return None
 
     def pipeline_problem(self, pipe: Any) -> str | None:
         # T5 (text_encoder_3) may be left out to save memory; the CLIP encoders may not.
