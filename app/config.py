@@ -243,6 +243,10 @@ class Settings(BaseSettings):
     model_memory_budget_bytes: int | None = None
     # Images one pipeline call may carry (jobs sharing a batch key are combined up to this).
     max_batch_images: int = 4
+    # How long a worker holds a batch that has room, waiting for more jobs with its batch key (0 = run
+    # at once). On a GPU a few tens of ms turn a trickle of requests into batches; on a CPU a batch of k
+    # takes k times as long, so waiting only adds latency.
+    batch_window_ms: float = Field(default=0.0, ge=0, le=10_000)
     # How long shutdown waits for a running batch to finish.
     drain_timeout_seconds: float = 60.0
     # Moderation. CSAM-category blocks within the window that suspend the account.

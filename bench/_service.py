@@ -39,8 +39,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_service(database_url: str, data_dir: Path, demo_model: Path, **env: str) -> Iterator[tuple[str, str]]:
-    """Yields (base_url, admin_key) of a migrated service with its embedded worker."""
+def running_service(
+    database_url: str, data_dir: Path, demo_model: Path, *, worker_process: bool = False, **env: str
+) -> Iterator[tuple[str, str]]:
+    """Yields (base_url, admin_key) of a migrated service.
+
+    The worker runs inside the API process (embedded, the default) or, with ``worker_process``,
+    as its own ``ponyserve worker`` process beside an API started with ``--no-embedded-worker``:
+    the production layout, where the pipeline has a process of its own.
+    """
     from app.cli import _bootstrap
     from app.config import Settings
     from app.migrate import upgrade_head
@@ -52,8 +59,12 @@ def running_service(database_url: str, data_dir: Path, demo_model: Path, **env: 
     port = _free_port()
     proc_env = {**os.environ, "PONYSERVE_DATABASE_URL": database_url, "PONYSERVE_DATA_DIR": str(data_dir),
                 "PONYSERVE_DEMO_MODEL_PATH": str(demo_model), "PONYSERVE_LOG_JSON": "true", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=proc_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    procs = [subprocess.Popen([*serve, "--no-embedded-worker"] if worker_process else serve, env=proc_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    if worker_process:
+        procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--device", "cpu"], env=proc_env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -61,13 +72,15 @@ def running_service(database_url: str, data_dir: Path, demo_model: Path, **env: 
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/readyz").status_code == 200:
                     break
-            if time.monotonic() > deadline or proc.poll() is not None:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError("service did not become ready")
             time.sleep(0.2)
         yield base, admin
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
 
 
 def customer_key(base: str, admin: str) -> str:

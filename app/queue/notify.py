@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 import psycopg
 from sqlalchemy import text
@@ -25,18 +26,54 @@ JOB_CHANNEL = "ponyserve_job"
 WORK_CHANNEL = "ponyserve_work"
 
 
+# A progress notification's payload is "<job id>:progress"; any other change is the bare id.
+PROGRESS_SUFFIX = ":progress"
+
+
+class JobSubscription:
+    """One waiter's interest in one job; registered before the waiter reads the row, so a change
+    committed between that read and the wait still wakes it."""
+
+    def __init__(self, *, progress: bool) -> None:
+        self.progress = progress
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleeps until woken or ``timeout``; True if woken (a wake-up before the call counts)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+
+
 class JobEvents:
     def __init__(self) -> None:
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._subscriptions: dict[str, set[JobSubscription]] = defaultdict(set)
         self._work = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def job_changed(self, job_id: str) -> None:
-        for event in self._waiters.get(job_id, ()):
-            event.set()
+    def job_changed(self, job_id: str, *, progress: bool = False) -> None:
+        """Wakes the job's waiters; a progress-only change wakes only those that follow progress
+        (a synchronous request waiting for the result has no use for it)."""
+        for subscription in self._subscriptions.get(job_id, ()):
+            if subscription.progress or not progress:
+                subscription.wake()
+
+    def wake_all(self) -> None:
+        """Every waiter re-reads: notifications may have been missed (a listener reconnected)."""
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                subscription.wake()
 
     def work_available(self) -> None:
         self._work.set()
@@ -45,22 +82,23 @@ class JobEvents:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.job_changed, job_id)
 
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str, *, progress: bool = True) -> Iterator[JobSubscription]:
+        subscription = JobSubscription(progress=progress)
+        self._subscriptions[job_id].add(subscription)
+        try:
+            yield subscription
+        finally:
+            subscriptions = self._subscriptions.get(job_id)
+            if subscriptions is not None:
+                subscriptions.discard(subscription)
+                if not subscriptions:
+                    del self._subscriptions[job_id]
+
     async def wait_job(self, job_id: str, timeout: float) -> bool:
         """Waits until the job is reported changed or the timeout passes; True if woken."""
-        event = asyncio.Event()
-        self._waiters[job_id].add(event)
-        try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[job_id]
+        with self.subscribe(job_id) as subscription:
+            return await subscription.wait(timeout)
 
     async def wait_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -69,10 +107,11 @@ class JobEvents:
         self._work.clear()
 
 
-async def publish_job_changed(session: AsyncSession, job_id: str) -> None:
+async def publish_job_changed(session: AsyncSession, job_id: str, *, progress: bool = False) -> None:
     """Queues a cross-process notification; delivered when the session's transaction commits."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": JOB_CHANNEL, "p": job_id})
+        payload = job_id + PROGRESS_SUFFIX if progress else job_id
+        await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": JOB_CHANNEL, "p": payload})
 
 
 async def publish_work(session: AsyncSession, model: str) -> None:
@@ -109,9 +148,12 @@ class PgListener:
                     delay = 0.5
                     # Anything committed while we were disconnected is found by the waiters' re-reads.
                     self._events.work_available()
+                    self._events.wake_all()
                     async for note in conn.notifies():
                         if note.channel == JOB_CHANNEL:
-                            self._events.job_changed(note.payload)
+                            progress = note.payload.endswith(PROGRESS_SUFFIX)
+                            job_id = note.payload.removesuffix(PROGRESS_SUFFIX)
+                            self._events.job_changed(job_id, progress=progress)
                         else:
                             self._events.work_available()
             except asyncio.CancelledError:

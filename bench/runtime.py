@@ -1,0 +1,133 @@
+"""Raw pipeline throughput against throughput served through the whole API, in one run.
+
+1. Raw: the demo pipeline called directly, back to back, one image per call (on a CPU a
+   batch of k takes k times as long, so batch 1 is the raw best).
+2. Served: N concurrent clients each sending `POST /v1/images/generations` (same model,
+   size, steps, sampler, guidance; b64_json response) through HTTP → auth → rate limit →
+   moderation → quota → Postgres queue → worker → PNG → ledger → response.
+3. Raw again, so a machine that got busier (or quieter) during the served phase shows up
+   as a difference between the two raw figures rather than as a wrong ratio.
+
+The ratio is served images/s over the mean of the two raw figures. Layouts: `--layout
+process` (default; `ponyserve serve --no-embedded-worker` plus `ponyserve worker`, the
+production layout) or `--layout embedded` (the worker inside the API process).
+
+Prints one JSON object. Usage:
+  python bench/runtime.py [--size 512] [--steps 20] [--clients 8] [--images 24] [--layout process]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _service import customer_key, percentile, running_service, scratch_database
+
+from app.config import demo_model_spec
+from app.runtime.demo_model import write_demo_model
+from app.runtime.pipelines import load_model
+from app.runtime.types import GenerationParams, ImagePrompt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--images", type=int, default=24, help="images per phase (raw phases and served phase)")
+    ap.add_argument("--layout", choices=["process", "embedded"], default="process")
+    ap.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the service")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ponyserve-bench-"))
+    model_dir = work / "demo"
+    write_demo_model(model_dir)
+    spec = demo_model_spec(model_dir)
+    model = load_model(spec, "cpu")
+    params = GenerationParams(width=args.size, height=args.size, steps=args.steps, guidance_scale=5.0,
+                              sampler="Euler a")
+    prompt = spec.revise_prompt("a pony in a meadow")
+
+    def raw_phase(seed0: int) -> tuple[float, list[float]]:
+        calls: list[float] = []
+        t0 = time.perf_counter()
+        for i in range(args.images):
+            c0 = time.perf_counter()
+            model.generate(params, [ImagePrompt(prompt=prompt, negative_prompt="", seed=seed0 + i)])
+            calls.append(time.perf_counter() - c0)
+        return args.images / (time.perf_counter() - t0), calls
+
+    model.generate(params, [ImagePrompt(prompt=prompt, negative_prompt="", seed=0)])  # warm-up
+    raw_before, calls_before = raw_phase(1)
+
+    body = {"prompt": "a pony in a meadow", "size": f"{args.size}x{args.size}", "steps": args.steps,
+            "response_format": "b64_json", "sampler": "Euler a", "guidance_scale": 5.0}
+    env = dict(item.split("=", 1) for item in args.env)
+    latencies: list[float] = []
+    with scratch_database() as url, running_service(url, work / "var", model_dir,
+                                                    worker_process=args.layout == "process", **env) as (base, admin):
+        key = customer_key(base, admin)
+        headers = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
+            r = client.post("/v1/images/generations", json={**body, "seed": 0})  # warm-up: the worker loads the model
+            assert r.status_code == 200, r.text
+        remaining = iter(range(args.images))
+        lock = threading.Lock()
+
+        def client_loop(_: int) -> None:
+            with httpx.Client(base_url=base, headers=headers, timeout=600) as c:
+                while True:
+                    with lock:
+                        i = next(remaining, None)
+                    if i is None:
+                        return
+                    t0 = time.perf_counter()
+                    r = c.post("/v1/images/generations", json={**body, "seed": 1000 + i})
+                    latencies.append(time.perf_counter() - t0)
+                    assert r.status_code == 200, r.text
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(client_loop, range(args.clients)))
+        served_ips = args.images / (time.perf_counter() - t0)
+        # Jobs claimed together share their start time: that tells how many pipeline calls served them.
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+            calls = conn.execute("SELECT count(DISTINCT started_at), count(*) FROM jobs "
+                                 "WHERE status = 'succeeded'").fetchone()
+
+    raw_after, calls_after = raw_phase(5000)
+    raw_ips = statistics.mean([raw_before, raw_after])
+    result = {
+        "benchmark": "raw pipeline vs served throughput (bench/runtime.py)",
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": f"{platform.machine()} cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}",
+        "params": {"size": args.size, "steps": args.steps, "clients": args.clients, "images": args.images,
+                   "layout": args.layout, "env": env},
+        "raw_images_per_s": {"before": round(raw_before, 4), "after": round(raw_after, 4),
+                             "call_p50_s": round(percentile(calls_before + calls_after, 50), 4)},
+        "served_images_per_s": round(served_ips, 4),
+        "served_latency_s": {"p50": round(percentile(latencies, 50), 3), "p95": round(percentile(latencies, 95), 3)},
+        "pipeline_calls_for_jobs": list(calls) if calls else None,
+        "ratio_served_over_raw": round(served_ips / raw_ips, 3),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
