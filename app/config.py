@@ -247,6 +247,9 @@ class Settings(BaseSettings):
     # at once). On a GPU a few tens of ms turn a trickle of requests into batches; on a CPU a batch of k
     # takes k times as long, so waiting only adds latency.
     batch_window_ms: float = Field(default=0.0, ge=0, le=10_000)
+    # Within one priority a worker takes jobs for the models it has loaded before older jobs for models
+    # it would have to load, until those have waited this long (another worker may have them loaded).
+    model_affinity_seconds: float = Field(default=2.0, ge=0)
     # How long shutdown waits for a running batch to finish.
     drain_timeout_seconds: float = 60.0
     # Moderation. CSAM-category blocks within the window that suspend the account.
