@@ -40,13 +40,15 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running_service(
-    database_url: str, data_dir: Path, demo_model: Path, *, worker_process: bool = False, **env: str
+    database_url: str, data_dir: Path, demo_model: Path, *, worker_process: bool = False,
+    pids: dict[str, int] | None = None, **env: str
 ) -> Iterator[tuple[str, str]]:
     """Yields (base_url, admin_key) of a migrated service.
 
     The worker runs inside the API process (embedded, the default) or, with ``worker_process``,
     as its own ``ponyserve worker`` process beside an API started with ``--no-embedded-worker``:
-    the production layout, where the pipeline has a process of its own.
+    the production layout, where the pipeline has a process of its own. ``pids``, when given,
+    receives the process ids by role ("api", "worker").
     """
     from app.cli import _bootstrap
     from app.config import Settings
@@ -65,6 +67,8 @@ def running_service(
     if worker_process:
         procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--device", "cpu"], env=proc_env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    if pids is not None:
+        pids.update(zip(("api", "worker"), (p.pid for p in procs), strict=False))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -81,6 +85,23 @@ def running_service(
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time used so far by every postgres process on this machine (backends come and go)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    total += cpu_seconds(int(entry.name))
+    return total
 
 
 def customer_key(base: str, admin: str) -> str:

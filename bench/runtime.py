@@ -37,7 +37,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _service import customer_key, percentile, running_service, scratch_database
+from _service import cpu_seconds, customer_key, percentile, postgres_cpu_seconds, running_service, scratch_database
 
 from app.config import demo_model_spec
 from app.runtime.demo_model import write_demo_model
@@ -64,13 +64,16 @@ def main() -> None:
                               sampler="Euler a")
     prompt = spec.revise_prompt("a pony in a meadow")
 
+    raw_cpu: list[float] = []
+
     def raw_phase(seed0: int) -> tuple[float, list[float]]:
         calls: list[float] = []
-        t0 = time.perf_counter()
+        c_start, t0 = time.process_time(), time.perf_counter()
         for i in range(args.images):
             c0 = time.perf_counter()
             model.generate(params, [ImagePrompt(prompt=prompt, negative_prompt="", seed=seed0 + i)])
             calls.append(time.perf_counter() - c0)
+        raw_cpu.append((time.process_time() - c_start) / args.images)
         return args.images / (time.perf_counter() - t0), calls
 
     model.generate(params, [ImagePrompt(prompt=prompt, negative_prompt="", seed=0)])  # warm-up
@@ -80,7 +83,8 @@ def main() -> None:
             "response_format": "b64_json", "sampler": "Euler a", "guidance_scale": 5.0}
     env = dict(item.split("=", 1) for item in args.env)
     latencies: list[float] = []
-    with scratch_database() as url, running_service(url, work / "var", model_dir,
+    pids: dict[str, int] = {}
+    with scratch_database() as url, running_service(url, work / "var", model_dir, pids=pids,
                                                     worker_process=args.layout == "process", **env) as (base, admin):
         key = customer_key(base, admin)
         headers = {"Authorization": f"Bearer {key}"}
@@ -102,10 +106,17 @@ def main() -> None:
                     latencies.append(time.perf_counter() - t0)
                     assert r.status_code == 200, r.text
 
+        cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        cpu_before["postgres"], cpu_before["clients"] = postgres_cpu_seconds(), time.process_time()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(client_loop, range(args.clients)))
         served_ips = args.images / (time.perf_counter() - t0)
+        cpu_after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        cpu_after["postgres"], cpu_after["clients"] = postgres_cpu_seconds(), time.process_time()
+        # CPU seconds per served image, by process: the pipeline's own share is in "worker" (or
+        # "api" when embedded), to be compared with a raw call's CPU time.
+        served_cpu = {role: round((cpu_after[role] - cpu_before[role]) / args.images, 4) for role in cpu_before}
         # Jobs claimed together share their start time: that tells how many pipeline calls served them.
         with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
             calls = conn.execute("SELECT count(DISTINCT started_at), count(*) FROM jobs "
@@ -125,6 +136,7 @@ def main() -> None:
         "served_latency_s": {"p50": round(percentile(latencies, 50), 3), "p95": round(percentile(latencies, 95), 3)},
         "pipeline_calls_for_jobs": list(calls) if calls else None,
         "ratio_served_over_raw": round(served_ips / raw_ips, 3),
+        "cpu_s_per_image": {"raw_pipeline": round(statistics.mean(raw_cpu), 4), "served_by_process": served_cpu},
     }
     print(json.dumps(result, indent=2))
 
