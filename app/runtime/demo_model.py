@@ -23,7 +23,7 @@ from app.runtime.progress import disable_library_progress_bars
 # Bumped whenever the architecture or the tokenizer changes, so a folder written
 # by an older release is rebuilt instead of loaded with a stale layout.
 DEMO_MODEL_VERSION = 1
-_FAMILY_VERSIONS = {"sdxl": DEMO_MODEL_VERSION, "sd3": 1, "auraflow": 1}
+_FAMILY_VERSIONS = {"sdxl": DEMO_MODEL_VERSION, "sd3": 2, "auraflow": 1}
 _MARKER = "ponyserve-demo.json"
 # Weights are drawn from torch's process-wide RNG, so two builds in one process
 # must not interleave or neither would be reproducible.
@@ -284,6 +284,7 @@ def _build_sdxl() -> Any:
 
 
 def _build_sd3() -> Any:
+    import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
@@ -305,11 +306,17 @@ def _build_sd3() -> Any:
         pooled_projection_dim=_TEXT_HIDDEN + _TEXT_HIDDEN_2,
         pos_embed_max_size=_POSITION_GRID,
     )
+    text_encoder = CLIPTextModelWithProjection(_clip_config(tokenizer, _TEXT_HIDDEN, "quick_gelu"))
+    # SD3 pools CLIP-L unprojected: its checkpoints carry no CLIP-L projection and
+    # diffusers models it as an identity matrix, so the demo does too (and its
+    # single-file export then loads back to the same weights).
+    with torch.no_grad():
+        text_encoder.text_projection.weight.copy_(torch.eye(_TEXT_HIDDEN))
     return StableDiffusion3Pipeline(
         transformer=transformer.eval(),
         scheduler=FlowMatchEulerDiscreteScheduler.from_config(SD3_SCHEDULER_CONFIG),
         vae=_tiny_vae(latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, force_upcast=False),
-        text_encoder=CLIPTextModelWithProjection(_clip_config(tokenizer, _TEXT_HIDDEN, "quick_gelu")).eval(),
+        text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
         text_encoder_2=CLIPTextModelWithProjection(_clip_config(tokenizer, _TEXT_HIDDEN_2, "gelu")).eval(),
         tokenizer_2=tokenizer_2,

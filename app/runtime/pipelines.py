@@ -371,25 +371,69 @@ def _load_folder(spec: ModelSpec, adapter: FamilyAdapter, path: Path, dtype: tor
 def _load_checkpoint(
     spec: ModelSpec, adapter: FamilyAdapter, path: Path, dtype: torch.dtype, config_dir: Path | None
 ) -> Any:
+    traits = adapter.traits
     if path.suffix.lower() != ".safetensors":
         # .ckpt/.pt files are pickles that can run code when loaded.
         raise RuntimeModelError(
             f"model {spec.name!r}: {path.name} is not a .safetensors file; "
             "pickle checkpoints (.ckpt, .pt, .bin) are not loaded"
         )
-    if not adapter.traits.single_file:
-        # Raises with the family's own explanation.
-        return adapter.load_single_file(path, dtype, config_dir)
+    if not traits.single_file:
+        raise RuntimeModelError(
+            f"model {spec.name!r}: single-file checkpoints are not served for family {traits.name!r}; "
+            f"point it at a {traits.display_name} diffusers folder (model_index.json inside)"
+        )
+    if config_dir is not None:
+        # A config folder of another family would otherwise fail deep inside diffusers,
+        # with a message about tensor shapes rather than about the folder.
+        try:
+            class_name = pipeline_class_name(config_dir)
+        except RuntimeModelError as exc:
+            raise RuntimeModelError(f"model {spec.name!r}: {exc}") from exc
+        if class_name is None or not adapter.accepts_class(class_name):
+            raise RuntimeModelError(
+                f"model {spec.name!r}: config folder {config_dir} describes a {class_name or 'unknown'} "
+                f"pipeline, not a {traits.display_name} one (family {traits.name!r})"
+            )
     try:
         keys = checkpoint_keys(path)
     except Exception as exc:
         raise RuntimeModelError(f"model {spec.name!r}: {path} is not a readable safetensors file: {exc}") from exc
     problem = adapter.checkpoint_problem(keys)
     if problem is not None:
+        article = "an" if traits.display_name[0] in "AEIOU" else "a"
         raise RuntimeModelError(
-            f"model {spec.name!r}: {path} is not an {adapter.traits.name.upper()} checkpoint: {problem}"
+            f"model {spec.name!r}: {path} is not {article} {traits.display_name} checkpoint: {problem}"
         )
-    return adapter.load_single_file(path, dtype, config_dir)
+    pipeline = adapter.load_single_file(path, dtype, config_dir)
+    unloaded = _unloaded_weights(pipeline)
+    if unloaded:
+        # diffusers leaves a tensor the checkpoint lacks on the meta device instead of failing.
+        raise RuntimeModelError(
+            f"model {spec.name!r}: {path} lacks weights the configured architecture has "
+            f"(is `config` the right folder?): {', '.join(unloaded[:5])}"
+            + (f" and {len(unloaded) - 5} more" if len(unloaded) > 5 else "")
+        )
+    # diffusers' single-file T5 loader returns the encoder in training mode, dropout on, so
+    # the same seed would give a different image each time.
+    for module in _torch_modules(pipeline).values():
+        module.eval()
+    return pipeline
+
+
+def _torch_modules(pipeline: Any) -> dict[str, torch.nn.Module]:
+    import torch
+
+    return {name: module for name, module in pipeline.components.items() if isinstance(module, torch.nn.Module)}
+
+
+def _unloaded_weights(pipeline: Any) -> list[str]:
+    """Names of parameters and buffers that were never given a value (still on the meta device)."""
+    names: list[str] = []
+    for component, module in _torch_modules(pipeline).items():
+        tensors = [*module.named_parameters(), *module.named_buffers()]
+        names.extend(f"{component}.{name}" for name, tensor in tensors if tensor.is_meta)
+    return names
 
 
 def _load_vae(spec: ModelSpec, path: Path, reference: Any) -> Any:
@@ -477,10 +521,12 @@ def prepare_model(
 def load_model(spec: ModelSpec, device: str, *, config_dir: Path | None = None) -> LoadedModel:
     """Load ``spec`` onto ``device``, offline.
 
-    ``spec.path`` is a diffusers folder of the spec's family or, for SDXL, one
+    ``spec.path`` is a diffusers folder of the spec's family or one
     ``.safetensors`` checkpoint in the original layout; for a checkpoint,
-    ``config_dir`` may name a diffusers folder whose configs describe its
-    architecture (default: SDXL base 1.0's, right for Pony Diffusion V6 XL).
+    ``config_dir`` (default ``spec.config``) names a diffusers folder whose configs
+    describe its architecture. SDXL defaults to SDXL base 1.0's (right for Pony
+    Diffusion V6 XL); SD3 needs it for configs and tokenizers, AuraFlow for every
+    component but the transformer, weights included.
     ``spec.vae``/``vae_dtype`` replace and type the VAE; with ``spec.compile``
     the denoiser is compiled and every batch bucket warmed before this returns.
     Raises ``RuntimeModelError`` when the model is missing or cannot be loaded.

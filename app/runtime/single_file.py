@@ -210,18 +210,36 @@ def checkpoint_keys(path: Path) -> set[str]:
         return set(fh.keys())
 
 
+def has_prefix(keys: set[str], prefix: str) -> bool:
+    """Whether any tensor name starts with ``prefix``."""
+    return any(k.startswith(prefix) for k in keys)
+
+
+def is_lora(keys: set[str]) -> bool:
+    """Whether these tensor names are a LoRA's (kohya ``lora_unet_*``/``lora_te_*`` or PEFT ``*.lora_A.*``)."""
+    return any(k.startswith("lora_") or ".lora_" in k for k in keys)
+
+
 def describe_layout_problem(keys: set[str]) -> str | None:
     """Why a checkpoint is not a full SDXL base checkpoint in the original layout, or None if it is."""
 
     def has(prefix: str) -> bool:
-        return any(k.startswith(prefix) for k in keys)
+        return has_prefix(keys, prefix)
 
     if not has(UNET_PREFIX):
-        if any(k.startswith(("lora_", "lora_unet_")) or ".lora_" in k for k in keys):
+        if is_lora(keys):
             return "it is a LoRA, not a full model"
+        if has("joint_blocks."):
+            return "it is a Stable Diffusion 3 checkpoint, not SDXL"
+        if has("double_layers.") or has("cond_seq_linear."):
+            return "it is an AuraFlow checkpoint, not SDXL"
         if has("down_blocks.") or has("unet."):
             return "it looks like a diffusers-layout file; point the model at the diffusers folder instead"
         return "it has no UNet weights under 'model.diffusion_model.'"
+    if has(UNET_PREFIX + "joint_blocks."):
+        return "it is a Stable Diffusion 3 checkpoint, not SDXL"
+    if has(UNET_PREFIX + "double_layers."):
+        return "it is an AuraFlow checkpoint, not SDXL"
     if not has(CLIP_G_PREFIX):
         if has("cond_stage_model."):
             return "it is a Stable Diffusion 1.x/2.x checkpoint, not SDXL"
@@ -297,8 +315,18 @@ def _rename(rest: str, renames: _Renames) -> str:
 
 
 def _apply_prefix_map(
-    state_dict: Mapping[str, torch.Tensor], prefixes: Mapping[str, tuple[str, _Renames]], what: str
+    state_dict: Mapping[str, torch.Tensor],
+    prefixes: Mapping[str, tuple[str, _Renames]],
+    what: str,
+    *,
+    strict: bool = False,
 ) -> dict[str, torch.Tensor]:
+    """Rename every key by its longest matching prefix, then by that prefix's renames.
+
+    ``strict``: a key whose prefix has renames must match one of them (where the
+    original layout renames every tensor under a prefix, an unmatched one would
+    otherwise be written under a name no loader reads).
+    """
     ordered = sorted(prefixes, key=len, reverse=True)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
@@ -306,7 +334,10 @@ def _apply_prefix_map(
         if prefix is None:
             raise ValueError(f"{what}: no original-layout name for {key!r}")
         target, renames = prefixes[prefix]
-        out[target + _rename(key[len(prefix) :], renames)] = tensor
+        rest = key[len(prefix) :]
+        if strict and renames and not any(rest.startswith(old) for old, _ in renames):
+            raise ValueError(f"{what}: no original-layout name for {key!r}")
+        out[target + _rename(rest, renames)] = tensor
     return out
 
 
@@ -379,12 +410,14 @@ def _vae_to_original(vae: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def _clip_l_to_original(text_encoder: Any) -> dict[str, torch.Tensor]:
+def _clip_l_to_original(text_encoder: Any, prefix: str = CLIP_L_PREFIX) -> dict[str, torch.Tensor]:
+    """A CLIP text model under ``prefix`` in Hugging Face's own layout (SDXL's CLIP-L, SD3's CLIP-L and -G)."""
     # transformers >= 5.6 dropped CLIPTextModel's "text_model." level; the original keeps it.
+    # A with-projection model's projection sits beside text_model, not inside it.
     out: dict[str, torch.Tensor] = {}
     for key, tensor in text_encoder.state_dict().items():
-        name = key if key.startswith("text_model.") else "text_model." + key
-        out[CLIP_L_PREFIX + name] = tensor
+        name = key if key.startswith(("text_model.", "text_projection.")) else "text_model." + key
+        out[prefix + name] = tensor
     return out
 
 
@@ -440,9 +473,13 @@ def original_state_dict(pipe: Any) -> dict[str, torch.Tensor]:
     }
 
 
-def export_single_file(pipe: Any, path: Path) -> None:
-    """Save an SDXL pipeline as one ``.safetensors`` checkpoint in the original layout."""
+def write_checkpoint(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Save tensors as one ``.safetensors`` file (contiguous CPU copies, as safetensors requires)."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in original_state_dict(pipe).items()}
-    save_file(tensors, str(path))
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+
+
+def export_single_file(pipe: Any, path: Path) -> None:
+    """Save an SDXL pipeline as one ``.safetensors`` checkpoint in the original layout."""
+    write_checkpoint(original_state_dict(pipe), path)

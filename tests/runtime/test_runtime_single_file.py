@@ -66,6 +66,9 @@ def test_config_dir_without_model_index_is_rejected(runtime_demo_checkpoint: Pat
     [
         ({"lora_unet_down_blocks_0.alpha"}, "LoRA"),
         ({"down_blocks.0.resnets.0.conv1.weight"}, "diffusers-layout"),
+        ({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "first_stage_model.x"}, "Stable Diffusion 3"),
+        ({"model.diffusion_model.double_layers.0.attn.w2q.weight"}, "AuraFlow"),
+        ({"cond_seq_linear.weight", "double_layers.0.attn.w2q.weight"}, "AuraFlow"),
         ({"model.diffusion_model.x", "cond_stage_model.transformer.x"}, "1.x/2.x"),
         ({"model.diffusion_model.x", "conditioner.embedders.0.model.text_projection"}, "OpenCLIP-G"),
         ({"model.diffusion_model.x", "conditioner.embedders.1.model.x"}, "refiner"),

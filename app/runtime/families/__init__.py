@@ -40,7 +40,8 @@ class FamilyTraits:
     size_multiple: int
     # Whether the text encoders include CLIP, so that A1111's CLIP skip means something.
     uses_clip: bool
-    # Whether one original-layout .safetensors checkpoint can be served (else a diffusers folder).
+    # Whether one original-layout .safetensors checkpoint can be served (else a diffusers folder
+    # only). SD3 and AuraFlow checkpoints need the models file's ``config`` folder as well.
     single_file: bool
 
 
@@ -62,7 +63,7 @@ FAMILIES: Mapping[str, FamilyTraits] = MappingProxyType(
             default_sampler="Euler",
             size_multiple=16,
             uses_clip=True,
-            single_file=False,
+            single_file=True,
         ),
         "auraflow": FamilyTraits(
             name="auraflow",
@@ -71,7 +72,7 @@ FAMILIES: Mapping[str, FamilyTraits] = MappingProxyType(
             default_sampler="Euler",
             size_multiple=16,
             uses_clip=False,
-            single_file=False,
+            single_file=True,
         ),
     }
 )

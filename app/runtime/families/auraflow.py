@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.runtime.families import FAMILIES, FamilyTraits
-from app.runtime.families.common import FolderOnly, transformer_max_side
+from app.runtime.families.common import transformer_max_side
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 MAX_SEQUENCE_LENGTH = 256
 
 
-class AuraFlowAdapter(FolderOnly):
+class AuraFlowAdapter:
     traits: FamilyTraits = FAMILIES["auraflow"]
     denoiser_attr = "transformer"
 
@@ -30,6 +30,16 @@ class AuraFlowAdapter(FolderOnly):
         from diffusers import AuraFlowPipeline
 
         return AuraFlowPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
+
+    def load_single_file(self, path: Path, dtype: torch.dtype, config_dir: Path | None) -> Any:
+        from app.runtime.single_file_mmdit import load_auraflow_single_file
+
+        return load_auraflow_single_file(path, dtype=dtype, config_dir=config_dir)
+
+    def checkpoint_problem(self, keys: set[str]) -> str | None:
+        from app.runtime.single_file_mmdit import auraflow_layout_problem
+
+        return auraflow_layout_problem(keys)
 
     def pipeline_problem(self, pipe: Any) -> str | None:
         if pipe.text_encoder is None or pipe.tokenizer is None:

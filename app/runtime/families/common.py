@@ -46,18 +46,3 @@ def pipeline_class_name(path: Path) -> str | None:
 def transformer_max_side(pipe: Any, grid_side: int) -> int:
     """Pixels per side a patch transformer covers when its position grid is ``grid_side`` patches wide."""
     return grid_side * int(pipe.transformer.config.patch_size) * int(pipe.vae_scale_factor)
-
-
-class FolderOnly:
-    """Loading rules shared by the families served from diffusers folders only (sd3, auraflow)."""
-
-    traits: Any
-
-    def load_single_file(self, path: Path, dtype: Any, config_dir: Path | None) -> Any:
-        raise RuntimeModelError(
-            "single-file checkpoints are served for family 'sdxl' only; "
-            f"point {self.traits.display_name} models at their diffusers folder (model_index.json inside)"
-        )
-
-    def checkpoint_problem(self, keys: set[str]) -> str | None:
-        return None

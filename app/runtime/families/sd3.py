@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.runtime.families import FAMILIES, FamilyTraits
-from app.runtime.families.common import FolderOnly, a1111_to_diffusers_clip_skip, transformer_max_side
+from app.runtime.families.common import a1111_to_diffusers_clip_skip, transformer_max_side
 
 if TYPE_CHECKING:
     import torch
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 MAX_SEQUENCE_LENGTH = 256
 
 
-class SD3Adapter(FolderOnly):
+class SD3Adapter:
     traits: FamilyTraits = FAMILIES["sd3"]
     denoiser_attr = "transformer"
 
@@ -29,6 +29,16 @@ class SD3Adapter(FolderOnly):
         from diffusers import StableDiffusion3Pipeline
 
         return StableDiffusion3Pipeline.from_pretrained(path, dtype=dtype, local_files_only=True, use_safetensors=True)
+
+    def load_single_file(self, path: Path, dtype: torch.dtype, config_dir: Path | None) -> Any:
+        from app.runtime.single_file_mmdit import load_sd3_single_file
+
+        return load_sd3_single_file(path, dtype=dtype, config_dir=config_dir)
+
+    def checkpoint_problem(self, keys: set[str]) -> str | None:
+        from app.runtime.single_file_mmdit import sd3_layout_problem
+
+        return sd3_layout_problem(keys)
 
     def pipeline_problem(self, pipe: Any) -> str | None:
         # T5 (text_encoder_3) may be left out to save memory; the CLIP encoders may not.
