@@ -56,7 +56,9 @@ class ModelSpec(BaseModel):
     min_height: int = Field(default=256, ge=64)
     dtype: DType = "auto"
     # For single-file checkpoints: a local diffusers config folder (model_index.json, component
-    # configs, tokenizers). Without it the bundled SDXL base configs are used (right for Pony V6 XL).
+    # configs, tokenizers). SDXL files may leave it out: the bundled SDXL base configs are used (right
+    # for Pony V6 XL). SD3 files need it; AuraFlow files (the transformer alone) take every other
+    # component's weights from it too.
     config: Path | None = None
     nsfw_capable: bool = False
     # A Pony-family model trained on rating_safe/questionable/explicit tags: each job gets the
