@@ -55,7 +55,10 @@ async def txt2img(
       (or the deprecated `sampler_index`) and A1111 1.9's `scheduler`, `steps`,
       `cfg_scale`, `width`, `height`, `batch_size`, `n_iter`, `send_images`, and in
       `override_settings`: `sd_model_checkpoint` (a title from `GET /sdapi/v1/sd-models`,
-      the model name or its file name, with or without " [hash]") and `samples_format`.
+      the model name or its file name, with or without " [hash]"), `samples_format`,
+      and `show_progress_every_n_steps` / `live_previews_enable`, which set how often
+      a live preview reaches `GET /sdapi/v1/progress`'s `current_image` (every 10
+      steps unless told otherwise, as in A1111).
     - **Defaults**: an omitted or null `steps`, `cfg_scale`, `width`, `height`,
       sampler or model takes the model's default (see `GET /v1/models`), not
       A1111's fixed 50 steps / CFG 7 / 512×512. An empty `negative_prompt` takes
@@ -141,14 +144,22 @@ async def set_options(
 async def progress(
     caller: GenerateCaller,
     session: SessionDep,
-    skip_current_image: Annotated[bool, Query(description="Accepted for A1111 compatibility; no effect.")] = False,
+    skip_current_image: Annotated[bool, Query(description="true: leave current_image null, to save bandwidth.")
+                                  ] = False,
 ) -> ProgressResponse:
     """Progress of your account's current generation: the newest running one, else the
     newest queued one (`state.job` is its id, usable with `GET /v1/generations/{id}`).
 
     `progress` runs from 0 to 1 over the sampling steps; `eta_relative` estimates the
     seconds left from the time per step so far; `state.job_count` counts your queued and
-    running generations. `current_image` is always null (no live previews). With
-    nothing queued or running, everything is zero.
+    running generations. With nothing queued or running, everything is zero.
+
+    `current_image` is the running generation's newest live preview, base64 without a
+    `data:` prefix as in A1111: a small JPEG at an eighth of the image's width and
+    height, drawn straight from the latents (grainy in early steps). txt2img makes one
+    every 10 steps, A1111's default; set `override_settings.show_progress_every_n_steps`
+    (0 for none) or `live_previews_enable: false` to change that. Native generations
+    have previews only when created with `preview_every`. It is null while queued,
+    before the first preview, and with `skip_current_image=true`.
     """
-    return await service.progress(session, caller)
+    return await service.progress(session, caller, skip_current_image=skip_current_image)

@@ -84,7 +84,9 @@ class StableDiffusionProcessingTxt2Img(BaseModel):
     override_settings: dict[str, Any] | None = Field(
         default=None,
         description="Per-request settings. Honoured: 'sd_model_checkpoint' (model name, title or file name), "
-                    "'samples_format' (png, jpg, webp). Accepted at their defaults only: 'sd_vae' (Automatic), "
+                    "'samples_format' (png, jpg, webp), 'show_progress_every_n_steps' (live preview period, "
+                    "default 10; 0 or -1: none) and 'live_previews_enable' (default true). Accepted at their "
+                    "defaults only: 'sd_vae' (Automatic), "
                     "'eta_noise_seed_delta' (0), 'sdxl_clip_l_skip' (false). 'CLIP_stop_at_last_layers' is "
                     "accepted and, as in A1111, has no effect on SDXL models. Other keys are ignored.",
     )
@@ -173,7 +175,12 @@ class ProgressResponse(BaseModel):
     progress: float = Field(description="The progress with a range of 0 to 1.")
     eta_relative: float = Field(description="Estimated seconds left (0 until the first step is done).")
     state: ProgressState
-    current_image: str | None = Field(default=None, description="Always null: live previews are not produced.")
+    current_image: str | None = Field(
+        default=None,
+        description="The running generation's newest live preview: a small JPEG, base64-encoded without a "
+                    "data: prefix (as A1111 sends it). Null while queued, before the first preview, for "
+                    "generations without previews, or with skip_current_image.",
+    )
     textinfo: str | None = None
 
 

@@ -39,7 +39,7 @@ from app.context import AppContext
 from app.errors import AppError, Conflict, GenerationFailed, InvalidRequest, PermissionDenied, Timeout
 from app.generation import service as generation
 from app.generation.catalog import ModelCatalog
-from app.generation.schemas import GenerationRequest, OutputFormat
+from app.generation.schemas import MAX_STEPS, GenerationRequest, OutputFormat
 from app.kit.clock import utcnow
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus
@@ -70,6 +70,9 @@ _HASH_SUFFIX = re.compile(r"\s*\[[0-9a-fA-F]{8,64}\]\s*$")
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9_.\-]")
 # How many ignored keys the X-Ignored-Fields header names before it says "...".
 _MAX_REPORTED_KEYS = 20
+# A1111's default live-preview period (its show_progress_every_n_steps setting), so its clients'
+# progress polls get a current_image without asking.
+A1111_PREVIEW_EVERY = 10
 
 
 def _max_n() -> int:
@@ -233,6 +236,7 @@ class _Overrides:
     output_format: OutputFormat
     clip_skip: int | None
     ignored: list[str]
+    preview_every: int = A1111_PREVIEW_EVERY  # 0: no live previews
 
 
 def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Overrides:
@@ -241,6 +245,7 @@ def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Ov
     output_format: OutputFormat = "png"
     clip_skip = None
     ignored = []
+    preview_every, live_previews = A1111_PREVIEW_EVERY, True
     for key, value in settings.items():
         param = f"override_settings.{key}"
         if key == "sd_model_checkpoint":
@@ -268,9 +273,23 @@ def _overrides(settings: Mapping[str, Any] | None, catalog: ModelCatalog) -> _Ov
         elif key == "sdxl_clip_l_skip":
             if value:
                 raise _unsupported(param, "sdxl_clip_l_skip")
+        elif key == "show_progress_every_n_steps":
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_STEPS:
+                raise InvalidRequest(f"show_progress_every_n_steps must be an integer from -1 to {MAX_STEPS}.",
+                                     code="invalid_value", param=param)
+            # A1111's -1 shows each image once it is finished: no live preview, as 0.
+            preview_every = max(value, 0)
+        elif key == "live_previews_enable":
+            if value is None:
+                continue
+            if not isinstance(value, bool):
+                raise InvalidRequest("live_previews_enable must be true or false.", code="invalid_value", param=param)
+            live_previews = value
         else:
             ignored.append(param)
-    return _Overrides(spec, output_format, clip_skip, ignored)
+    return _Overrides(spec, output_format, clip_skip, ignored, preview_every if live_previews else 0)
 
 
 @contextmanager
@@ -320,6 +339,10 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
     if n > MAX_IMAGES:
         raise InvalidRequest(f"batch_size × n_iter = {batch_size} × {n_iter} = {n} images; at most {MAX_IMAGES} "
                              "per request.", code="invalid_value", param="batch_size")
+    # A period longer than the job (A1111 then shows no live preview) must not make the native
+    # request invalid, so it becomes "none" here, against the steps the job will run.
+    steps = body.steps if body.steps is not None else spec.defaults.steps
+    preview_every = overrides.preview_every if 0 < overrides.preview_every <= steps else None
     seed = body.seed
     if seed is not None and seed < -1:
         raise InvalidRequest("seed must be -1 (random) or a non-negative integer.", code="invalid_seed",
@@ -337,6 +360,7 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
         "seed": None if seed is None or seed == -1 else seed,
         "output_format": overrides.output_format,
         "response_format": "b64_json",
+        "preview_every": preview_every,
     })
     ignored = sorted(body.model_extra or {}) + overrides.ignored
     return Txt2ImgPlan(request=request, batch_size=batch_size, n_iter=n_iter,
@@ -480,7 +504,8 @@ def check_options_update(catalog: ModelCatalog, update: Mapping[str, Any]) -> No
             )
 
 
-async def progress(session: AsyncSession, principal: Principal) -> ProgressResponse:
+async def progress(session: AsyncSession, principal: Principal, *, skip_current_image: bool = False
+                   ) -> ProgressResponse:
     account_id = principal.account.id
     job = await repository.current_job(session, account_id)
     if job is None:
@@ -498,5 +523,7 @@ async def progress(session: AsyncSession, principal: Principal) -> ProgressRespo
     if fraction > 0 and job.started_at is not None:
         elapsed = max(0.0, (utcnow() - job.started_at).total_seconds())
         eta = elapsed / fraction - elapsed
-    return ProgressResponse(progress=fraction, eta_relative=round(eta, 3), state=state,
+    # Raw base64 without a data: prefix, as A1111's encode_pil_to_base64 sends it.
+    current_image = job.preview if job.status == JobStatus.RUNNING and not skip_current_image else None
+    return ProgressResponse(progress=fraction, eta_relative=round(eta, 3), state=state, current_image=current_image,
                             textinfo=f"Sampling step {job.progress_step}/{job.steps}")

@@ -44,8 +44,10 @@ _EXAMPLE = (
     'id: 1\nevent: queued\ndata: {"id": "gen_…", "status": "queued", "queue_position": 0}\n\n'
     'id: 2\nevent: started\ndata: {"id": "gen_…", "status": "running", "started_at": "2025-01-01T12:00:00Z"}\n\n'
     'id: 3\nevent: progress\ndata: {"id": "gen_…", "step": 5, "total": 20}\n\n'
+    'id: 4\nevent: progress\ndata: {"id": "gen_…", "step": 10, "total": 20, '
+    '"preview": "data:image/jpeg;base64,/9j/4AAQ…", "preview_step": 10}\n\n'
     ": keep-alive\n\n"
-    'id: 4\nevent: completed\ndata: {"id": "gen_…", "object": "generation", "status": "succeeded", …}\n\n'
+    'id: 5\nevent: completed\ndata: {"id": "gen_…", "object": "generation", "status": "succeeded", …}\n\n'
 )
 
 
@@ -61,6 +63,8 @@ class StreamState:
     queue_position: int | None = None
     step: int = 0
     started: bool = False
+    # The step of the last preview sent; a preview goes out once, not with every progress event.
+    preview_step: int | None = None
 
 
 def transitions(
@@ -79,14 +83,20 @@ def transitions(
         if state.status != JobStatus.QUEUED or queue_position != state.queue_position:
             events.append(("queued", {"id": job.id, "status": "queued", "queue_position": queue_position}))
         # A job requeued after its worker vanished starts over.
-        state.started, state.step = False, 0
+        state.started, state.step, state.preview_step = False, 0, None
     elif status == JobStatus.RUNNING:
         if not state.started:
             events.append(("started", _started(job)))
             state.started = True
-        if job.progress_step > state.step:
-            events.append(("progress", {"id": job.id, "step": job.progress_step, "total": job.steps}))
-            state.step = job.progress_step
+        preview = service.preview_data_url(job)
+        new_preview = preview is not None and job.preview_step != state.preview_step
+        if job.progress_step > state.step or new_preview:
+            progress: dict[str, Any] = {"id": job.id, "step": max(job.progress_step, state.step), "total": job.steps}
+            if new_preview:
+                progress.update(preview=preview, preview_step=job.preview_step)
+                state.preview_step = job.preview_step
+            events.append(("progress", progress))
+            state.step = max(job.progress_step, state.step)
     elif status == JobStatus.SUCCEEDED and not first:
         if not state.started:
             events.append(("started", _started(job)))
@@ -169,6 +179,13 @@ async def generation_events(job_id: str, caller: GenerateCaller, ctx: ContextDep
     - `queued` — `{"id", "status", "queue_position"}`; sent again when the position changes.
     - `started` — `{"id", "status": "running", "started_at"}` when a worker picks the job up.
     - `progress` — `{"id", "step", "total"}` as denoising advances (a few times a second at most).
+      For a generation created with `preview_every`, a progress event also carries
+      `preview`, a `data:image/jpeg;base64,…` URL of a low-resolution preview of
+      its first image (an eighth of the image's width and height, at most 256 px,
+      drawn straight from the latents, so grainy early on), and `preview_step`,
+      the step it shows. Each preview is sent once: later events without
+      `preview` mean the last one is still the newest. A preview can arrive in an
+      event whose `step` repeats the previous one.
     - exactly one terminal event, after which the server closes the stream:
       `completed`, `failed` or `cancelled`, whose data is the job exactly as
       `GET /v1/generations/{id}` returns it (outputs with signed URLs, usage,

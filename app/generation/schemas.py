@@ -12,6 +12,7 @@ OutputStatus = Literal["delivered", "withheld", "removed"]
 _STATUS_DOC = ("'delivered'; 'withheld' while the output classifier's flag awaits a moderator (no bytes or link "
                "until released); 'removed' once a moderator rejected it.")
 MAX_SEED = 2**32 - 1
+MAX_STEPS = 500
 
 
 class GenerationRequest(BaseModel):
@@ -40,13 +41,21 @@ class GenerationRequest(BaseModel):
                                         description="What to avoid; the model's default negative prompt if omitted.")
     width: int | None = Field(default=None, ge=64, le=8192, description="Overrides size; a multiple of 8.")
     height: int | None = Field(default=None, ge=64, le=8192, description="Overrides size; a multiple of 8.")
-    steps: int | None = Field(default=None, ge=1, le=500, description="Denoising steps.")
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS, description="Denoising steps.")
     guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0, description="Classifier-free guidance (CFG).")
     sampler: str | None = Field(default=None, max_length=40, description="A1111 sampler name, e.g. 'Euler a'.")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="Random if omitted; echoed per image.")
     clip_skip: int | None = Field(default=None, ge=1, le=12,
                                   description="A1111 convention: 1 = last CLIP layer, 2 = penultimate (SDXL default).")
     output_format: OutputFormat = Field(default="png", description="Image encoding.")
+    preview_every: int | None = Field(
+        default=None, ge=0, le=MAX_STEPS,
+        description="Live previews: every this many denoising steps, a low-resolution preview of the job's first "
+                    "image (a JPEG of about an eighth of the image's width and height, at most 256 px, drawn "
+                    "straight from the latents, so grainy in early steps) is sent with the `progress` events of "
+                    "`GET /v1/generations/{id}/events` and shown in `progress.preview` of "
+                    "`GET /v1/generations/{id}`. 0 or omitted: no previews. At most `steps`. Free of charge.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -83,8 +92,16 @@ class ImagesResponse(BaseModel):
 
 
 class Progress(BaseModel):
-    step: int
-    total: int
+    step: int = Field(description="Denoising steps done.")
+    total: int = Field(description="Denoising steps in all.")
+    # Left out of the body when absent, so jobs without previews read exactly as before.
+    preview: str | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="While the job runs, if it asked for `preview_every`: its newest preview as a "
+                    "`data:image/jpeg;base64,…` URL. Absent otherwise.",
+    )
+    preview_step: int | None = Field(default=None, exclude_if=lambda v: v is None,
+                                     description="The step `preview` shows. Absent with `preview`.")
 
 
 class JobError(BaseModel):

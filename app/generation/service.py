@@ -43,6 +43,7 @@ from app.queue.notify import JobEvents, publish_job_changed, publish_work
 from app.quotas import service as quotas
 from app.quotas.limits import Limits, effective_limits
 from app.quotas.service import RateDecision
+from app.runtime.preview import PREVIEW_MEDIA_TYPE
 from app.runtime.samplers import resolve_sampler, samplers_for_family
 from app.runtime.sizes import check_size
 from app.storage.local import LocalImageStore
@@ -106,6 +107,11 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
     # A1111 convention (1 = last layer); the model's configured value when the caller sends none.
     clip_skip = req.clip_skip if req.clip_skip is not None else spec.clip_skip
     _check_plan(principal, limits, width=width, height=height, steps=steps, n=req.n)
+    preview_every = req.preview_every or None
+    if preview_every is not None and preview_every > steps:
+        raise InvalidRequest(f"preview_every {preview_every} is more than this job's {steps} steps, so no preview "
+                             f"would ever come; use 1 to {steps}, or 0 for none.", code="invalid_preview_every",
+                             param="preview_every")
     guidance = req.guidance_scale if req.guidance_scale is not None else spec.defaults.guidance_scale
     # Seeds of a job are seed, seed+1, … (A1111's convention); keep the last one in range.
     seed = req.seed if req.seed is not None else secrets.randbelow(2**32 - req.n)
@@ -124,6 +130,8 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         output_format=req.output_format, request_user=req.user, plan_code=principal.plan.code,
         plan_paid=principal.plan.is_paid,
         clip_skip=clip_skip,
+        # Not part of the batch key: previews are per job, so jobs that differ only here still share a call.
+        preview_every=preview_every,
         batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}|{clip_skip}",
         attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
     )
@@ -292,6 +300,13 @@ async def wait_until_finished(
         await events.wait_job(job_id, min(remaining, 1.0))
 
 
+def preview_data_url(job: Job) -> str | None:
+    """The running job's newest preview as a ``data:`` URL an ``<img>`` can show; None if it has none."""
+    if job.status != JobStatus.RUNNING or job.preview is None:
+        return None
+    return f"data:{PREVIEW_MEDIA_TYPE};base64,{job.preview}"
+
+
 def _usage(job: Job, outputs: Sequence[JobOutput]) -> UsageBlock:
     charged = sum(1 for o in outputs if o.charged) if job.status == JobStatus.SUCCEEDED else 0
     return UsageBlock(images=charged, megapixel_steps=megapixel_steps(job.width, job.height, job.steps) * charged,
@@ -313,10 +328,13 @@ class Presenter:
         outputs = (await queue.outputs_of(session, job.id, include_withheld=True)
                    if job.status == JobStatus.SUCCEEDED else [])
         position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
+        preview = preview_data_url(job)
         return JobOut(
             id=job.id, status=job.status,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
-            queue_position=position, progress=Progress(step=job.progress_step, total=job.steps),
+            queue_position=position,
+            progress=Progress(step=job.progress_step, total=job.steps, preview=preview,
+                              preview_step=job.preview_step if preview is not None else None),
             parameters=JobParameters(
                 prompt=job.prompt, negative_prompt=job.negative_prompt, revised_prompt=job.revised_prompt,
                 revised_negative_prompt=job.revised_negative_prompt, model=job.model, n=job.n, width=job.width,

@@ -67,6 +67,12 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    # Live previews, opted into per request: one every ``preview_every`` steps (null: none). The
+    # newest one (base64 JPEG, a few KB) and the step it shows ride along with progress_step while
+    # the job runs, and are cleared when it ends so finished rows do not keep dead bytes.
+    preview_every: Mapped[int | None] = mapped_column(Integer)
+    preview: Mapped[str | None] = mapped_column(Text)
+    preview_step: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     gpu_seconds: Mapped[float | None] = mapped_column(Float)

@@ -8,10 +8,11 @@ job that has moved on (that guard is what makes "charged at most once" hold).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
@@ -114,7 +115,7 @@ async def mark_succeeded(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
         .values(status=JobStatus.SUCCEEDED, finished_at=now, lease_expires_at=None, gpu_seconds=gpu_seconds,
-                progress_step=Job.steps)
+                progress_step=Job.steps, preview=None, preview_step=None)
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     )
@@ -128,7 +129,8 @@ async def mark_failed(
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
-        .values(status=status, finished_at=now, lease_expires_at=None, error_code=code, error_message=message)
+        .values(status=status, finished_at=now, lease_expires_at=None, error_code=code, error_message=message,
+                preview=None, preview_step=None)
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     )
@@ -164,11 +166,24 @@ async def cancel_flags(session: AsyncSession, job_ids: Sequence[str]) -> set[str
     return set((await session.execute(stmt)).scalars().all())
 
 
-async def set_progress(session: AsyncSession, job_ids: Sequence[str], step: int) -> None:
+async def set_progress(
+    session: AsyncSession, job_ids: Sequence[str], step: int, previews: Mapping[str, tuple[int, str]] | None = None,
+) -> None:
+    """The batch's step on all its running jobs, and each new preview ``{job_id: (step, base64 JPEG)}``
+    on its own job, in one statement whatever the number of jobs and previews."""
+    values: dict[str, Any] = {"progress_step": step}
+    if previews:
+        # CASE keyed on the id keeps it one UPDATE: jobs without a new preview keep their own.
+        values["preview"] = case({job_id: b64 for job_id, (_, b64) in previews.items()}, value=Job.id,
+                                 else_=Job.preview)
+        values["preview_step"] = case({job_id: at for job_id, (at, _) in previews.items()}, value=Job.id,
+                                      else_=Job.preview_step)
     await session.execute(
-        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING).values(progress_step=step)
+        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING).values(**values)
         .execution_options(synchronize_session=False)
     )
+
+
 
 
 async def renew_leases(session: AsyncSession, worker_id: str, lease_until: datetime) -> None:
@@ -183,12 +198,14 @@ async def requeue_expired(session: AsyncSession, *, now: datetime, max_attempts:
     expired = and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
     retried = await session.execute(
         update(Job).where(expired, Job.attempts < max_attempts)
-        .values(status=JobStatus.QUEUED, worker_id=None, lease_expires_at=None, progress_step=0)
+        .values(status=JobStatus.QUEUED, worker_id=None, lease_expires_at=None, progress_step=0, preview=None,
+                preview_step=None)
         .returning(Job.id).execution_options(synchronize_session=False)
     )
     failed = await session.execute(
         update(Job).where(expired, Job.attempts >= max_attempts)
-        .values(status=JobStatus.FAILED, finished_at=now, lease_expires_at=None, error_code="worker_lost",
+        .values(status=JobStatus.FAILED, finished_at=now, lease_expires_at=None, preview=None, preview_step=None,
+                error_code="worker_lost",
                 error_message="The worker running this job stopped responding; it was not charged.")
         .returning(Job.id).execution_options(synchronize_session=False)
     )

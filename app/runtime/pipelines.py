@@ -30,6 +30,7 @@ from app.runtime.families import FamilyAdapter, adapter_for
 from app.runtime.families.common import a1111_to_diffusers_clip_skip, pipeline_class_name
 from app.runtime.memory import module_bytes
 from app.runtime.oom import OomPredicate, is_out_of_memory, run_with_oom_split
+from app.runtime.preview import LatentProjection, latents_to_previews, projection_for
 from app.runtime.progress import disable_library_progress_bars
 from app.runtime.samplers import make_scheduler, resolve_sampler
 from app.runtime.single_file import checkpoint_keys
@@ -37,6 +38,7 @@ from app.runtime.types import (
     GenerationCancelled,
     GenerationParams,
     ImagePrompt,
+    PreviewHook,
     RuntimeModelError,
     StepCallback,
 )
@@ -104,24 +106,57 @@ class _StepReporter:
     Second-order samplers (Heun, DPM2) and PLMS run more loop iterations than
     requested steps, so iteration ``i`` of ``n`` maps to step ``ceil((i+1) * steps / n)``
     and every step from 1 to ``steps`` is reported exactly once, in order.
+
+    With a ``PreviewHook``, each reported step first asks it which images want a
+    preview and hands it those images' current latents projected to RGB. Only
+    the first ``count`` images are real: rows past them pad the call to a
+    compiled batch bucket and are never previewed.
     """
 
-    def __init__(self, steps: int, on_step: StepCallback | None) -> None:
+    def __init__(
+        self,
+        steps: int,
+        on_step: StepCallback | None,
+        on_preview: PreviewHook | None = None,
+        *,
+        count: int = 0,
+        projection: LatentProjection | None = None,
+    ) -> None:
         self.steps = steps
         self.on_step = on_step
         self.reported = 0
+        # Without factors for this VAE there is nothing to preview, so the hook is never asked.
+        self.on_preview = on_preview if projection is not None and count > 0 else None
+        self.count = count
+        self.projection = projection
 
     def __call__(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         iterations = max(int(pipe.num_timesteps), 1)
         done = min(self.steps, -(-(index + 1) * self.steps // iterations))
         while self.reported < done:
             self.reported += 1
+            if self.on_preview is not None:
+                self._preview(self.reported, tensors)
             if self.on_step is not None and self.on_step(self.reported, self.steps) is False:
                 # Raising here, rather than setting diffusers' ``interrupt`` flag,
                 # stops at once: with the flag the pipeline still walks the
                 # remaining iterations and VAE-decodes latents nobody will see.
                 raise GenerationCancelled(f"cancelled after step {self.reported} of {self.steps}")
         return {}
+
+    def _preview(self, step: int, tensors: dict[str, Any]) -> None:
+        hook, projection = self.on_preview, self.projection
+        assert hook is not None and projection is not None
+        try:
+            wanted = sorted({i for i in hook.wanted(step, self.steps) if 0 <= i < self.count})
+            latents = tensors.get("latents")
+            if wanted and latents is not None:
+                hook.deliver(step, dict(zip(wanted, latents_to_previews(latents[wanted], projection), strict=True)))
+        except Exception:
+            # A preview is a nicety: failing to make or hand one over must not cost the
+            # images, so previews stop for the rest of this call and the call carries on.
+            logger.exception("preview failed at step %d; no more previews for this call", step)
+            self.on_preview = None
 
 
 class LoadedModel:
@@ -206,6 +241,8 @@ class LoadedModel:
         params: GenerationParams,
         images: Sequence[ImagePrompt],
         on_step: StepCallback | None = None,
+        *,
+        on_preview: PreviewHook | None = None,
     ) -> list[Image.Image]:
         """Render every image of ``images`` in one pipeline call, in order.
 
@@ -213,8 +250,11 @@ class LoadedModel:
         out the same whether it runs alone or in a batch (up to float rounding
         in batched kernels). ``on_step(done, total)`` runs after each of the
         ``params.steps`` steps; returning False raises ``GenerationCancelled``.
-        With a compiled denoiser the call is padded to its batch bucket with
-        copies of the last image, whose outputs are dropped.
+        ``on_preview`` gets latent previews of the images it asks for, at the
+        steps it asks for (indices into ``images``); none for a VAE whose latent
+        channels have no known RGB factors. With a compiled denoiser the call is
+        padded to its batch bucket with copies of the last image, whose outputs
+        are dropped.
         """
         import torch
 
@@ -225,6 +265,13 @@ class LoadedModel:
         pipe = self.adapter.pipeline_for_call(self._pipeline, scheduler)
         pipe.set_progress_bar_config(disable=True)
         generators = [torch.Generator(device=self.device).manual_seed(image.seed) for image in batch]
+        reporter = _StepReporter(
+            params.steps,
+            on_step,
+            on_preview,
+            count=count,
+            projection=projection_for(int(pipe.vae.config.latent_channels)) if on_preview is not None else None,
+        )
         with torch.inference_mode():
             embeddings = self.adapter.encode(
                 pipe,
@@ -241,7 +288,9 @@ class LoadedModel:
                 generator=generators,
                 num_images_per_prompt=1,
                 output_type="latent",
-                callback_on_step_end=_StepReporter(params.steps, on_step),
+                callback_on_step_end=reporter,
+                # Already the default of every supported pipeline; named because previews read it.
+                callback_on_step_end_tensor_inputs=["latents"],
             )
             return self._decode(pipe, output.images[:count])
 
@@ -251,19 +300,29 @@ class LoadedModel:
         images: Sequence[ImagePrompt],
         on_step: StepCallback | None = None,
         *,
+        on_preview: PreviewHook | None = None,
         is_oom: OomPredicate = is_out_of_memory,
     ) -> list[Image.Image | Exception]:
         """``generate``, but a call that runs out of device memory is retried in halves.
 
         Returns one entry per image, in order: the image, or the out-of-memory
         error for an image that did not fit even alone. ``on_step`` restarts
-        from step 1 for each retried part. Invalid calls raise ``ValueError``
-        and cancellation raises ``GenerationCancelled``, as with ``generate``.
+        from step 1 for each retried part, and so do previews; ``on_preview``
+        always sees indices into ``images``, whichever part is running. Invalid
+        calls raise ``ValueError`` and cancellation raises ``GenerationCancelled``,
+        as with ``generate``.
         """
         self.check(params, images)
+
+        def run(part: Sequence[tuple[int, ImagePrompt]]) -> list[Image.Image]:
+            prompts = [image for _, image in part]
+            if on_preview is None:
+                return self.generate(params, prompts, on_step)
+            return self.generate(params, prompts, on_step, on_preview=_part_hook(on_preview, [i for i, _ in part]))
+
         return run_with_oom_split(
-            lambda part: self.generate(params, part, on_step),
-            list(images),
+            run,
+            list(enumerate(images)),
             is_oom=is_oom,
             on_oom=self._release_cached_memory,
         )
@@ -352,6 +411,19 @@ class LoadedModel:
             clip_skip=self.effective_clip_skip(params),
             with_negatives=self.adapter.uses_negatives(pipe, params.guidance_scale),
         )
+
+
+def _part_hook(hook: PreviewHook, positions: Sequence[int]) -> PreviewHook:
+    """``hook`` as seen by a call running only the images at ``positions`` of the original call."""
+    local = {original: k for k, original in enumerate(positions)}
+
+    def wanted(step: int, total: int) -> list[int]:
+        return [local[i] for i in hook.wanted(step, total) if i in local]
+
+    def deliver(step: int, previews: Mapping[int, Image.Image]) -> None:
+        hook.deliver(step, {positions[k]: image for k, image in previews.items()})
+
+    return PreviewHook(wanted=wanted, deliver=deliver)
 
 
 def _load_folder(spec: ModelSpec, adapter: FamilyAdapter, path: Path, dtype: torch.dtype) -> Any:

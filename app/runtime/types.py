@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,21 @@ class ImagePrompt:
 
 # (completed_step, total_steps) -> return False to cancel the whole call.
 StepCallback = Callable[[int, int], bool]
+
+
+@dataclass(frozen=True)
+class PreviewHook:
+    """Asks a pipeline call for low-resolution previews (``app.runtime.preview``) of some images.
+
+    Both callables run in the pipeline's thread, after each step and before that
+    step's ``StepCallback``. ``wanted(completed_step, total_steps)`` returns the
+    indices, into the call's images, whose preview is wanted now; an empty answer
+    costs nothing more. ``deliver(completed_step, previews)`` then receives one
+    small RGB image per wanted index. Keep both quick: the next step waits for them.
+    """
+
+    wanted: Callable[[int, int], Collection[int]]
+    deliver: Callable[[int, Mapping[int, Image.Image]], None]
 
 
 class GenerationCancelled(Exception):

@@ -8,13 +8,14 @@ sharing it) stays responsive, and the accelerator never waits on PNG compression
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import cast
@@ -37,8 +38,16 @@ from app.queue.notify import JobEvents, publish_job_changed
 from app.quotas import service as quotas
 from app.quotas.repository import purge_expired_idempotency
 from app.runtime.encoding import encode_image
+from app.runtime.preview import encode_preview
 from app.runtime.registry import ModelRegistry
-from app.runtime.types import GenerationCancelled, GenerationParams, ImagePrompt, RuntimeModelError, StepCallback
+from app.runtime.types import (
+    GenerationCancelled,
+    GenerationParams,
+    ImagePrompt,
+    PreviewHook,
+    RuntimeModelError,
+    StepCallback,
+)
 from app.storage.local import LocalImageStore
 from app.worker.batch import Slot, infotext, plan_call, storage_key
 from app.worker.state import WorkerState
@@ -49,12 +58,19 @@ MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
 
 
 class _BatchMonitor:
-    """Shared between the pipeline thread (writes the step) and the loop (reads, flags cancels)."""
+    """Shared between the pipeline thread (writes the step and previews) and the loop (reads them, flags cancels).
 
-    def __init__(self, job_ids: Sequence[str]) -> None:
+    ``previews`` maps an image's index in the pipeline call to its job and that job's
+    ``preview_every``: one image per job that asked, its first.
+    """
+
+    def __init__(self, job_ids: Sequence[str], previews: Mapping[int, tuple[str, int]] | None = None) -> None:
         self.job_ids = list(job_ids)
         self.step = 0
         self.cancelled: set[str] = set()
+        self._preview_every = dict(previews or {})
+        # The newest preview of each job not yet written: (step, base64 JPEG).
+        self._pending: dict[str, tuple[int, str]] = {}
         self._lock = threading.Lock()
 
     def on_step(self, step: int, _total: int) -> bool:
@@ -67,6 +83,31 @@ class _BatchMonitor:
     def cancel(self, ids: set[str]) -> None:
         with self._lock:
             self.cancelled |= ids
+
+    def preview_hook(self) -> PreviewHook | None:
+        """The runtime's hook when some job asked for previews; None keeps the others' steps free of it."""
+        return PreviewHook(wanted=self._wanted, deliver=self._deliver) if self._preview_every else None
+
+    def _wanted(self, step: int, _total: int) -> list[int]:
+        with self._lock:
+            cancelled = set(self.cancelled)
+        return [index for index, (job_id, every) in self._preview_every.items()
+                if step % every == 0 and job_id not in cancelled]
+
+    def _deliver(self, step: int, previews: Mapping[int, Image.Image]) -> None:
+        # Encoded here, in the pipeline thread: a JPEG of a few KB takes well under a millisecond,
+        # and the event loop (which in embedded mode also serves the API) never handles pixels.
+        encoded = {self._preview_every[index][0]: base64.b64encode(encode_preview(image)).decode("ascii")
+                   for index, image in previews.items()}
+        with self._lock:
+            for job_id, data in encoded.items():
+                self._pending[job_id] = (step, data)
+
+    def take_progress(self) -> tuple[int, dict[str, tuple[int, str]]]:
+        """The step now, and the previews made since the last call (only the newest per job)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            return self.step, pending
 
 
 class QueueWorker:
@@ -193,11 +234,15 @@ class QueueWorker:
 
     async def _run_batch(self, jobs: list[Job]) -> None:
         params, prompts, slots = plan_call(jobs)
-        monitor = _BatchMonitor([j.id for j in jobs])
+        monitor = _BatchMonitor([j.id for j in jobs], previews={
+            index: (slot.job.id, slot.job.preview_every)
+            for index, slot in enumerate(slots) if slot.index == 0 and slot.job.preview_every
+        })
         watcher = asyncio.create_task(self._watch(monitor))
         started = time.perf_counter()
         try:
-            results = await asyncio.to_thread(self._generate, jobs[0].model, params, prompts, monitor.on_step)
+            results = await asyncio.to_thread(self._generate, jobs[0].model, params, prompts, monitor.on_step,
+                                              monitor.preview_hook())
         except GenerationCancelled:
             await self._finish_unsuccessful(jobs, JobStatus.CANCELLED, "cancelled", "Cancelled by the caller.")
             return
@@ -236,24 +281,27 @@ class QueueWorker:
         await self._commit(jobs, slots, encoded, elapsed, monitor.cancelled, verdicts)
 
     def _generate(self, model_name: str, params: GenerationParams, prompts: list[ImagePrompt],
-                  on_step: StepCallback) -> list[Image.Image | Exception]:
+                  on_step: StepCallback, on_preview: PreviewHook | None = None) -> list[Image.Image | Exception]:
         """Runs in a thread; the model is pinned so the memory budget cannot evict it mid-call."""
         with self.registry.use(model_name) as model:
+            if on_preview is not None:
+                return model.generate_split(params, prompts, on_step, on_preview=on_preview)
             return model.generate_split(params, prompts, on_step)
 
     async def _watch(self, monitor: _BatchMonitor) -> None:
-        """While the pipeline runs: publish progress and pick up cancel requests."""
+        """While the pipeline runs: publish progress (new previews in the same UPDATE) and pick up cancel requests."""
         last_step = -1
         while True:
             await asyncio.sleep(0.25)
-            step = monitor.step
+            step, previews = monitor.take_progress()
+            changed = step != last_step or bool(previews)
             async with self.db.unit_of_work() as session:
                 monitor.cancel(await queue.cancel_flags(session, monitor.job_ids))
-                if step != last_step:
-                    await queue.set_progress(session, monitor.job_ids, step)
+                if changed:
+                    await queue.set_progress(session, monitor.job_ids, step, previews)
                     for job_id in monitor.job_ids:
                         await publish_job_changed(session, job_id)
-            if step != last_step:
+            if changed:
                 last_step = step
                 for job_id in monitor.job_ids:
                     self.events.job_changed(job_id)
