@@ -186,7 +186,7 @@ def test_disconnecting_stops_the_stream_but_not_the_job(client, customer, live) 
     hub = live.server.config.app.state.ctx.events
     deadline, absent_since = time.monotonic() + 10, None
     while time.monotonic() < deadline:
-        if job["id"] in hub._waiters:
+        if job["id"] in hub._subscriptions:
             absent_since = None
         elif absent_since is None:
             absent_since = time.monotonic()

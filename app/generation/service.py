@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -272,32 +273,47 @@ async def cancel(session: AsyncSession, principal: Principal, job_id: str) -> Jo
     return refreshed
 
 
+# A waiter re-reads its job at least this often even without a notification (one lost while a
+# listener reconnects is already covered by the listener waking every waiter).
+RECHECK_SECONDS = 5.0
+
+
 async def wait_until_finished(
     db: Database, events: JobEvents, job_id: str, timeout: float,
     disconnected: Callable[[], Awaitable[bool]] | None = None,
 ) -> Job:
-    """Waits for the job to end (or the timeout); re-reads the row after every wake-up."""
+    """Waits for the job to end (or the timeout); re-reads the row when woken.
+
+    The subscription is taken before the first read, so a completion committed in between
+    still wakes this waiter, and progress notifications do not wake it at all: a synchronous
+    caller costs one read per status change, not one per step. The row is also re-read every
+    ``RECHECK_SECONDS`` in case a notification never arrives; the client's connection is
+    checked every second.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while True:
-        async with db.unit_of_work() as session:
-            job = await queue.get_job(session, job_id)
-        assert job is not None
-        remaining = deadline - loop.time()
-        if JobStatus(job.status).is_terminal or remaining <= 0:
-            return job
-        if disconnected is not None and await disconnected():
-            async with db.unit_of_work() as session:
-                now = utcnow()
-                if await queue.cancel_queued(session, job_id, now):
-                    await quotas.settle_job(session, job_id, 0, now)
-                else:
-                    await queue.request_cancel(session, job_id)
-                await publish_job_changed(session, job_id)
-            events.job_changed(job_id)
-            disconnected = None
-        # Bounded sleeps: a wake-up lost across processes costs at most a second.
-        await events.wait_job(job_id, min(remaining, 1.0))
+    with events.subscribe(job_id, progress=False) as subscription:
+        woken, last_read = True, -math.inf
+        while True:
+            remaining = deadline - loop.time()
+            if woken or remaining <= 0 or loop.time() - last_read >= RECHECK_SECONDS:
+                async with db.unit_of_work() as session:
+                    job = await queue.get_job(session, job_id)
+                assert job is not None
+                last_read = loop.time()
+                if JobStatus(job.status).is_terminal or remaining <= 0:
+                    return job
+            if disconnected is not None and await disconnected():
+                async with db.unit_of_work() as session:
+                    now = utcnow()
+                    if await queue.cancel_queued(session, job_id, now):
+                        await quotas.settle_job(session, job_id, 0, now)
+                    else:
+                        await queue.request_cancel(session, job_id)
+                    await publish_job_changed(session, job_id)
+                events.job_changed(job_id)
+                disconnected = None
+            woken = await subscription.wait(min(max(remaining, 0.0), 1.0))
 
 
 def preview_data_url(job: Job) -> str | None:

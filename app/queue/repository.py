@@ -9,7 +9,7 @@ job that has moved on (that guard is what makes "charged at most once" hold).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
@@ -68,35 +68,76 @@ async def claim_batch(
     max_images: int,
     now: datetime,
     lease_until: datetime,
+    loaded: Sequence[str] = (),
+    affinity: timedelta = timedelta(0),
 ) -> list[Job]:
     """Claims the highest-priority queued job this worker can serve and compatible companions.
 
     Companions share the head's batch key (same model, size, steps, sampler, guidance)
-    and together stay within ``max_images``.
+    and together stay within ``max_images``. Within one priority, jobs for the ``loaded``
+    models come before older jobs for models this worker would have to load, unless those
+    have waited ``affinity`` already: a worker that has a model in memory takes its jobs, and
+    one that has not leaves them a moment to a worker that has, rather than evicting a model
+    to load another.
     """
-    queued = and_(Job.status == JobStatus.QUEUED, Job.model.in_(models))
-    order = (Job.priority.desc(), Job.created_at, Job.id)
+    preferred = case((or_(Job.model.in_(loaded), Job.created_at <= now - affinity), 0), else_=1)
     head = (
         await session.execute(
-            select(Job.id, Job.batch_key, Job.n).where(queued).order_by(*order).limit(1)
-            .with_for_update(skip_locked=True)
+            select(Job.id, Job.batch_key, Job.n).where(_QUEUED, Job.model.in_(models))
+            .order_by(Job.priority.desc(), preferred, Job.created_at, Job.id)
+            .limit(1).with_for_update(skip_locked=True)
         )
     ).first()
     if head is None:
         return []
-    chosen, images = [head.id], head.n
-    if images < max_images:
-        companions = await session.execute(
-            select(Job.id, Job.n).where(queued, Job.batch_key == head.batch_key, Job.id != head.id)
-            .order_by(*order).limit(max_images).with_for_update(skip_locked=True)
-        )
-        for job_id, n in companions.all():
-            if images + n <= max_images:
-                chosen.append(job_id)
-                images += n
+    chosen = [head.id, *await _companions(session, head.batch_key, max_images - head.n, exclude=head.id)]
+    return await _claim(session, chosen, worker_id=worker_id, now=now, lease_until=lease_until)
+
+
+async def claim_companions(
+    session: AsyncSession,
+    *,
+    worker_id: str,
+    batch_key: str,
+    max_images: int,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Job]:
+    """Claims more queued jobs with ``batch_key``, within ``max_images`` images, for a batch
+    already claimed and still waiting for companions."""
+    chosen = await _companions(session, batch_key, max_images)
+    return await _claim(session, chosen, worker_id=worker_id, now=now, lease_until=lease_until) if chosen else []
+
+
+_QUEUED = Job.status == JobStatus.QUEUED
+_CLAIM_ORDER = (Job.priority.desc(), Job.created_at, Job.id)
+
+
+async def _companions(session: AsyncSession, batch_key: str, room: int, *, exclude: str | None = None) -> list[str]:
+    """Ids of queued jobs with ``batch_key`` in priority order whose images fit in ``room``, row-locked."""
+    if room <= 0:
+        return []
+    condition = and_(_QUEUED, Job.batch_key == batch_key)
+    if exclude is not None:
+        condition = and_(condition, Job.id != exclude)
+    rows = await session.execute(
+        select(Job.id, Job.n).where(condition).order_by(*_CLAIM_ORDER).limit(room).with_for_update(skip_locked=True)
+    )
+    chosen: list[str] = []
+    for job_id, n in rows.all():
+        if n <= room:
+            chosen.append(job_id)
+            room -= n
+    return chosen
+
+
+async def _claim(
+    session: AsyncSession, chosen: list[str], *, worker_id: str, now: datetime, lease_until: datetime
+) -> list[Job]:
+    """Queued → running for the chosen ids still queued (only rows really claimed come back), in order."""
     claimed = await session.execute(
         update(Job)
-        .where(Job.id.in_(chosen), Job.status == JobStatus.QUEUED)
+        .where(Job.id.in_(chosen), _QUEUED)
         .values(status=JobStatus.RUNNING, worker_id=worker_id, attempts=Job.attempts + 1,
                 started_at=now, lease_expires_at=lease_until, progress_step=0)
         .returning(Job)
@@ -182,8 +223,6 @@ async def set_progress(
         update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING).values(**values)
         .execution_options(synchronize_session=False)
     )
-
-
 
 
 async def renew_leases(session: AsyncSession, worker_id: str, lease_until: datetime) -> None:

@@ -15,9 +15,10 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import partial
 from typing import cast
 
 from PIL import Image
@@ -218,12 +219,37 @@ class QueueWorker:
             log.warning("lease expired: retried %s, failed %s", retried, failed)
 
     async def _claim(self) -> list[Job]:
+        jobs = await self._claim_with(partial(
+            queue.claim_batch, worker_id=self.id, models=self.registry.names(), max_images=self.max_batch_images,
+            loaded=self.registry.loaded_names(), affinity=timedelta(seconds=self.settings.model_affinity_seconds),
+        ))
+        if jobs and self.settings.batch_window_ms > 0:
+            jobs += await self._await_companions(jobs[0].batch_key, sum(j.n for j in jobs))
+        return jobs
+
+    async def _await_companions(self, batch_key: str, images: int) -> list[Job]:
+        """Holds a batch that has room for up to ``batch_window_ms``, claiming jobs with its batch
+        key as they are queued; returns as soon as the batch is full."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.batch_window_ms / 1000
+        extra: list[Job] = []
+        while images < self.max_batch_images and (remaining := deadline - loop.time()) > 0:
+            await self.events.wait_work(timeout=remaining)
+            more = await self._claim_with(partial(
+                queue.claim_companions, worker_id=self.id, batch_key=batch_key,
+                max_images=self.max_batch_images - images,
+            ))
+            extra += more
+            images += sum(j.n for j in more)
+        return extra
+
+    async def _claim_with(
+        self, claim: Callable[..., Awaitable[list[Job]]]
+    ) -> list[Job]:
+        """Runs one claim query (``claim(session, now=, lease_until=)``) and announces the claimed jobs."""
         now = utcnow()
         async with self.db.unit_of_work() as session:
-            jobs = await queue.claim_batch(
-                session, worker_id=self.id, models=self.registry.names(), max_images=self.max_batch_images,
-                now=now, lease_until=now + timedelta(seconds=self.settings.job_lease_seconds),
-            )
+            jobs = await claim(session, now=now, lease_until=now + timedelta(seconds=self.settings.job_lease_seconds))
             for job in jobs:
                 await publish_job_changed(session, job.id)
         for job in jobs:
