@@ -129,35 +129,37 @@ async def job_events(
     next_id = 1
     first = True
     last_sent = loop.time()
-    while True:
-        terminal_body: dict[str, Any] | None = None
-        async with ctx.db.unit_of_work() as session:
-            job = await queue.get_job(session, job_id)
-            if job is None:
+    # Subscribed before the first read, so a change committed between a read and the wait still wakes us.
+    with ctx.events.subscribe(job_id) as subscription:
+        while True:
+            terminal_body: dict[str, Any] | None = None
+            async with ctx.db.unit_of_work() as session:
+                job = await queue.get_job(session, job_id)
+                if job is None:
+                    return
+                position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
+                events = transitions(state, job, position, first=first)
+                if JobStatus(job.status).is_terminal:
+                    view = await ctx.presenter.job(session, job, public_base_url)
+                    terminal_body = view.model_dump(mode="json")
+            first = False
+            for name, data in events:
+                yield frame(next_id, name, data)
+                next_id += 1
+            if terminal_body is not None:
+                yield frame(next_id, TERMINAL_EVENTS[JobStatus(terminal_body["status"])], terminal_body)
                 return
-            position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
-            events = transitions(state, job, position, first=first)
-            if JobStatus(job.status).is_terminal:
-                view = await ctx.presenter.job(session, job, public_base_url)
-                terminal_body = view.model_dump(mode="json")
-        first = False
-        for name, data in events:
-            yield frame(next_id, name, data)
-            next_id += 1
-        if terminal_body is not None:
-            yield frame(next_id, TERMINAL_EVENTS[JobStatus(terminal_body["status"])], terminal_body)
-            return
-        now = loop.time()
-        if events:
-            last_sent = now
-        elif now - last_sent >= KEEPALIVE_SECONDS:
-            yield b": keep-alive\n\n"
-            last_sent = now
-        # Starlette also cancels this generator when the client goes away; checking here covers
-        # servers that only report a disconnect on the next write.
-        if await disconnected():
-            return
-        await ctx.events.wait_job(job_id, POLL_SECONDS)
+            now = loop.time()
+            if events:
+                last_sent = now
+            elif now - last_sent >= KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                last_sent = now
+            # Starlette also cancels this generator when the client goes away; checking here covers
+            # servers that only report a disconnect on the next write.
+            if await disconnected():
+                return
+            await subscription.wait(POLL_SECONDS)
 
 
 @router.get(

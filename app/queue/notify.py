@@ -83,17 +83,20 @@ class JobEvents:
             self._loop.call_soon_threadsafe(self.job_changed, job_id)
 
     @contextlib.contextmanager
-    def subscribe(self, job_id: str, *, progress: bool = True) -> Iterator[JobSubscription]:
+    def subscribe(self, *job_ids: str, progress: bool = True) -> Iterator[JobSubscription]:
+        """One subscription woken by a change to any of ``job_ids``, for the ``with`` block."""
         subscription = JobSubscription(progress=progress)
-        self._subscriptions[job_id].add(subscription)
+        for job_id in job_ids:
+            self._subscriptions[job_id].add(subscription)
         try:
             yield subscription
         finally:
-            subscriptions = self._subscriptions.get(job_id)
-            if subscriptions is not None:
-                subscriptions.discard(subscription)
-                if not subscriptions:
-                    del self._subscriptions[job_id]
+            for job_id in job_ids:
+                subscriptions = self._subscriptions.get(job_id)
+                if subscriptions is not None:
+                    subscriptions.discard(subscription)
+                    if not subscriptions:
+                        del self._subscriptions[job_id]
 
     async def wait_job(self, job_id: str, timeout: float) -> bool:
         """Waits until the job is reported changed or the timeout passes; True if woken."""

@@ -209,9 +209,10 @@ async def cancel_flags(session: AsyncSession, job_ids: Sequence[str]) -> set[str
 
 async def set_progress(
     session: AsyncSession, job_ids: Sequence[str], step: int, previews: Mapping[str, tuple[int, str]] | None = None,
-) -> None:
+) -> set[str]:
     """The batch's step on all its running jobs, and each new preview ``{job_id: (step, base64 JPEG)}``
-    on its own job, in one statement whatever the number of jobs and previews."""
+    on its own job, in one statement whatever the number of jobs and previews. Returns the ids of
+    the jobs whose cancellation was requested, so the watcher needs no second query."""
     values: dict[str, Any] = {"progress_step": step}
     if previews:
         # CASE keyed on the id keeps it one UPDATE: jobs without a new preview keep their own.
@@ -219,10 +220,12 @@ async def set_progress(
                                  else_=Job.preview)
         values["preview_step"] = case({job_id: at for job_id, (at, _) in previews.items()}, value=Job.id,
                                       else_=Job.preview_step)
-    await session.execute(
+    rows = await session.execute(
         update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING).values(**values)
+        .returning(Job.id, Job.cancel_requested)
         .execution_options(synchronize_session=False)
     )
+    return {job_id for job_id, cancel in rows.all() if cancel}
 
 
 async def renew_leases(session: AsyncSession, worker_id: str, lease_until: datetime) -> None:

@@ -1,6 +1,6 @@
 """The queue worker: claim a batch, run it on the runtime, commit outcome and usage together.
 
-One asyncio task drives the loop; the blocking pipeline call runs in a thread and
+One asyncio task drives the loop; the blocking pipeline call runs on one dedicated thread and
 image encoding in a small pool, so the event loop (and, in embedded mode, the API
 sharing it) stays responsive, and the accelerator never waits on PNG compression.
 """
@@ -56,6 +56,9 @@ from app.worker.state import WorkerState
 log = logging.getLogger("ponyserve.worker")
 
 MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
+# How often a running batch's progress is written and published: SSE clients see a step within
+# this (plus a notification's few ms), well inside the promised second.
+PROGRESS_INTERVAL_SECONDS = 0.4
 
 
 class _BatchMonitor:
@@ -135,6 +138,10 @@ class QueueWorker:
         self.state = WorkerState.STARTING
         self._stopping = asyncio.Event()
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode")
+        # Every pipeline call runs on this one thread: torch's OpenMP pool belongs to the thread that
+        # calls into it, so a rotating set of threads (asyncio.to_thread) would build several pools
+        # that compete for the same cores.
+        self._pipeline = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._started_at = utcnow()
         # Loaded at start-up: a configured classifier that cannot load stops the worker here,
         # rather than letting it deliver unreviewed images.
@@ -187,6 +194,7 @@ class QueueWorker:
             with contextlib.suppress(Exception):
                 await self._heartbeat()
             self._encoder.shutdown(wait=True)
+            self._pipeline.shutdown(wait=True)
 
     async def _heartbeat(self) -> None:
         now = utcnow()
@@ -267,8 +275,9 @@ class QueueWorker:
         watcher = asyncio.create_task(self._watch(monitor))
         started = time.perf_counter()
         try:
-            results = await asyncio.to_thread(self._generate, jobs[0].model, params, prompts, monitor.on_step,
-                                              monitor.preview_hook())
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._pipeline, self._generate, jobs[0].model, params, prompts, monitor.on_step, monitor.preview_hook()
+            )
         except GenerationCancelled:
             await self._finish_unsuccessful(jobs, JobStatus.CANCELLED, "cancelled", "Cancelled by the caller.")
             return
@@ -315,22 +324,29 @@ class QueueWorker:
             return model.generate_split(params, prompts, on_step)
 
     async def _watch(self, monitor: _BatchMonitor) -> None:
-        """While the pipeline runs: publish progress (new previews in the same UPDATE) and pick up cancel requests."""
+        """While the pipeline runs: publish progress (new previews in the same UPDATE) and pick up cancel requests.
+
+        One statement per tick: the progress UPDATE returns the cancel flags, and a tick without
+        progress only reads them. A cancel request wakes the watcher at once (its notification
+        reaches this process's hub), so a running job stops at its next step.
+        """
         last_step = -1
-        while True:
-            await asyncio.sleep(0.25)
-            step, previews = monitor.take_progress()
-            changed = step != last_step or bool(previews)
-            async with self.db.unit_of_work() as session:
-                monitor.cancel(await queue.cancel_flags(session, monitor.job_ids))
+        with self.events.subscribe(*monitor.job_ids, progress=False) as subscription:
+            while True:
+                await subscription.wait(PROGRESS_INTERVAL_SECONDS)
+                step, previews = monitor.take_progress()
+                changed = step != last_step or bool(previews)
+                async with self.db.unit_of_work() as session:
+                    if changed:
+                        monitor.cancel(await queue.set_progress(session, monitor.job_ids, step, previews))
+                        for job_id in monitor.job_ids:
+                            await publish_job_changed(session, job_id, progress=True)
+                    else:
+                        monitor.cancel(await queue.cancel_flags(session, monitor.job_ids))
                 if changed:
-                    await queue.set_progress(session, monitor.job_ids, step, previews)
+                    last_step = step
                     for job_id in monitor.job_ids:
-                        await publish_job_changed(session, job_id)
-            if changed:
-                last_step = step
-                for job_id in monitor.job_ids:
-                    self.events.job_changed(job_id)
+                        self.events.job_changed(job_id, progress=True)
 
     async def _encode(self, slots: list[Slot], images: Sequence[Image.Image]) -> list[bytes]:
         loop = asyncio.get_running_loop()
