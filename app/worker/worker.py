@@ -15,11 +15,11 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 from PIL import Image
 
@@ -163,6 +163,10 @@ class QueueWorker:
             self.state = WorkerState.READY
             await self._heartbeat()
             last_sweep, backoff = 0.0, 0.5
+            # The previous batch's delivery (encoding, review, storage, the completion transaction)
+            # runs while the next batch generates, so the accelerator does not wait for it; at most
+            # one delivery is outstanding.
+            delivering: asyncio.Task[None] | None = None
             while not self._stopping.is_set():
                 try:
                     if time.monotonic() - last_sweep > 5.0:
@@ -174,7 +178,12 @@ class QueueWorker:
                         await self.events.wait_work(timeout=1.0)
                         continue
                     self.state = WorkerState.BUSY
-                    await self._run_batch(jobs)
+                    delivery = await self._run_batch(jobs)
+                    previous, delivering = delivering, (
+                        asyncio.create_task(delivery, name=f"deliver-{jobs[0].id}") if delivery is not None else None
+                    )
+                    if previous is not None:
+                        await previous
                     self.state = WorkerState.DRAINING if self._stopping.is_set() else WorkerState.READY
                     backoff = 0.5
                 except Exception:
@@ -186,6 +195,12 @@ class QueueWorker:
                         await self._heartbeat()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
+            if delivering is not None:
+                try:
+                    await delivering
+                except Exception:
+                    # Its jobs keep their leases and are retried by another worker's sweeper.
+                    log.exception("delivering the last batch failed")
         finally:
             self.state = WorkerState.STOPPED
             beat.cancel()
@@ -266,7 +281,8 @@ class QueueWorker:
 
     # -- one batch -------------------------------------------------------------------
 
-    async def _run_batch(self, jobs: list[Job]) -> None:
+    async def _run_batch(self, jobs: list[Job]) -> Coroutine[Any, Any, None] | None:
+        """Generates one batch; returns its delivery, to be awaited, or None when nothing is left to deliver."""
         params, prompts, slots = plan_call(jobs)
         monitor = _BatchMonitor([j.id for j in jobs], previews={
             index: (slot.job.id, slot.job.preview_every)
@@ -280,17 +296,17 @@ class QueueWorker:
             )
         except GenerationCancelled:
             await self._finish_unsuccessful(jobs, JobStatus.CANCELLED, "cancelled", "Cancelled by the caller.")
-            return
+            return None
         except RuntimeModelError as exc:
             log.error("model %s failed to load: %s", jobs[0].model, exc)
             await self._finish_unsuccessful(jobs, JobStatus.FAILED, "model_unavailable", str(exc))
-            return
+            return None
         except Exception as exc:
             log.exception("pipeline failed for batch %s", [j.id for j in jobs])
             await self._finish_unsuccessful(
                 jobs, JobStatus.FAILED, "pipeline_error", f"The model failed on this request ({type(exc).__name__})."
             )
-            return
+            return None
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -309,11 +325,15 @@ class QueueWorker:
             kept = [(s, r) for s, r in zip(slots, results, strict=True) if s.job.id not in too_big]
             slots, results = [s for s, _ in kept], [r for _, r in kept]
             if not jobs:
-                return
+                return None
         images = [r for r in results if isinstance(r, Image.Image)]
+        return self._deliver(jobs, slots, images, elapsed, set(monitor.cancelled))
+
+    async def _deliver(self, jobs: list[Job], slots: list[Slot], images: list[Image.Image], elapsed: float,
+                       cancelled: set[str]) -> None:
         encoded, verdicts = await asyncio.gather(self._encode(slots, images),
                                                  self.reviewer.assess([s.job for s in slots], images))
-        await self._commit(jobs, slots, encoded, elapsed, monitor.cancelled, verdicts)
+        await self._commit(jobs, slots, encoded, elapsed, cancelled, verdicts)
 
     def _generate(self, model_name: str, params: GenerationParams, prompts: list[ImagePrompt],
                   on_step: StepCallback, on_preview: PreviewHook | None = None) -> list[Image.Image | Exception]:
