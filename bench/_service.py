@@ -9,8 +9,10 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -109,6 +111,33 @@ def customer_key(base: str, admin: str) -> str:
     acct = httpx.post(f"{base}/admin/accounts", json={"name": "bench", "plan": "internal"}, headers=auth).json()
     key = httpx.post(f"{base}/admin/accounts/{acct['id']}/keys", json={"scopes": ["generate"]}, headers=auth).json()
     return str(key["key"])
+
+
+def drive_clients(base: str, key: str, body: dict[str, object], images: int, clients: int) -> tuple[float, list[float]]:
+    """``clients`` concurrent callers send ``body`` to the synchronous endpoint until ``images``
+    requests (one image each, seeds 1000…) have been answered; returns (images/s, latencies)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    remaining = iter(range(images))
+    lock = threading.Lock()
+    latencies: list[float] = []
+
+    def client_loop(_: int) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=900) as client:
+            while True:
+                with lock:
+                    i = next(remaining, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                r = client.post("/v1/images/generations", json={**body, "seed": 1000 + i})
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    raise RuntimeError(f"generation failed: {r.status_code} {r.text}")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client_loop, range(clients)))
+    return images / (time.perf_counter() - t0), latencies
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -28,9 +28,7 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,7 +38,15 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _service import cpu_seconds, customer_key, percentile, postgres_cpu_seconds, running_service, scratch_database
+from _service import (
+    cpu_seconds,
+    customer_key,
+    drive_clients,
+    percentile,
+    postgres_cpu_seconds,
+    running_service,
+    scratch_database,
+)
 
 from app.config import demo_model_spec
 from app.runtime.demo_model import write_demo_model
@@ -92,7 +98,6 @@ def main() -> None:
     body = {"prompt": "a pony in a meadow", "size": f"{args.size}x{args.size}", "steps": args.steps,
             "response_format": "b64_json", "sampler": "Euler a", "guidance_scale": 5.0}
     env = {"PONYSERVE_MAX_BATCH_IMAGES": str(args.batch), **dict(item.split("=", 1) for item in args.env)}
-    latencies: list[float] = []
     pids: dict[str, int] = {}
     with scratch_database() as url, running_service(url, work / "var", model_dir, pids=pids,
                                                     worker_process=args.layout == "process", **env) as (base, admin):
@@ -101,27 +106,9 @@ def main() -> None:
         with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
             r = client.post("/v1/images/generations", json={**body, "seed": 0})  # warm-up: the worker loads the model
             assert r.status_code == 200, r.text
-        remaining = iter(range(args.images))
-        lock = threading.Lock()
-
-        def client_loop(_: int) -> None:
-            with httpx.Client(base_url=base, headers=headers, timeout=600) as c:
-                while True:
-                    with lock:
-                        i = next(remaining, None)
-                    if i is None:
-                        return
-                    t0 = time.perf_counter()
-                    r = c.post("/v1/images/generations", json={**body, "seed": 1000 + i})
-                    latencies.append(time.perf_counter() - t0)
-                    assert r.status_code == 200, r.text
-
         cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         cpu_before["postgres"], cpu_before["clients"] = postgres_cpu_seconds(), time.process_time()
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(client_loop, range(args.clients)))
-        served_ips = args.images / (time.perf_counter() - t0)
+        served_ips, latencies = drive_clients(base, key, body, args.images, args.clients)
         cpu_after = {role: cpu_seconds(pid) for role, pid in pids.items()}
         cpu_after["postgres"], cpu_after["clients"] = postgres_cpu_seconds(), time.process_time()
         # CPU seconds per served image, by process: the pipeline's own share is in "worker" (or

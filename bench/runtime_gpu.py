@@ -10,14 +10,19 @@ torch.compile with batch buckets). Then measures, at 1024x1024 and 30 steps:
   eager and compiled;
 - images/s for whole calls (text encoding, denoising, VAE decode) at batch 1/2/4/8;
 - peak GPU memory per batch size (``torch.cuda.max_memory_allocated``);
-- how long compiling and warming the buckets took.
+- how long compiling and warming the buckets took;
+- with ``--served N``: the same model written to disk as a diffusers folder and served by
+  ``ponyserve serve`` (embedded worker, SQLite: the GPU host needs no Postgres) to
+  ``--clients`` concurrent callers of ``POST /v1/images/generations`` until N images are
+  delivered, and that throughput over the raw pipeline's best batch size.
 
 Random weights make noise images; the arithmetic, and so the timing, is a real
 SDXL model's. Prints one JSON object. Needs a CUDA GPU; exits with status 2 on a
-machine without one.
+machine without one. ``--tiny`` swaps in the tiny demo model and allows ``--device cpu``,
+to check the script itself on a machine without a GPU (its figures mean nothing).
 
 Usage: python bench/runtime_gpu.py [--steps 30] [--size 1024] [--batch-sizes 1,2,4,8]
-                                   [--compile-mode default] [--no-compile]
+                                   [--compile-mode default] [--no-compile] [--served 48 --clients 16]
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from app.config import ModelDefaults, ModelSpec
 from app.runtime.acceleration import attention_processor_names
@@ -87,7 +94,94 @@ def build_random_sdxl(device: str) -> Any:
 def _sync() -> None:
     import torch
 
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gib() -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
+def build_tiny(work: Path, device: str) -> Any:
+    """The tiny random demo pipeline (for ``--tiny`` smoke runs), in bfloat16 on ``device``."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from app.runtime.demo_model import write_demo_model
+
+    write_demo_model(work / "tiny")
+    pipe = StableDiffusionXLPipeline.from_pretrained(work / "tiny", dtype=torch.bfloat16, local_files_only=True)
+    return pipe.to(device)
+
+
+def served_throughput(
+    pipe: Any, spec: ModelSpec, args: argparse.Namespace, work: Path, best_raw_images_per_s: float
+) -> dict[str, Any]:
+    """Writes ``pipe`` as a diffusers folder, serves it with ``ponyserve serve`` and drives it with clients."""
+    from _service import drive_clients, running_service
+
+    folder = work / "model"
+    started = time.perf_counter()
+    pipe.save_pretrained(folder, safe_serialization=True)
+    write_seconds = time.perf_counter() - started
+    models_file = work / "models.toml"
+    sizes = ", ".join(str(b) for b in spec.compile_batch_sizes)
+    models_file.write_text(
+        f"""[[models]]
+name = "bench"
+family = "sdxl"
+path = "{folder}"
+dtype = "bfloat16"
+max_steps = {spec.max_steps}
+min_width = 64
+min_height = 64
+compile = {"true" if spec.compile else "false"}
+compile_mode = "{spec.compile_mode}"
+compile_batch_sizes = [{sizes}]
+allowed_sizes = ["{args.size}x{args.size}"]
+[models.defaults]
+steps = {args.steps}
+guidance_scale = {args.guidance}
+sampler = "{args.sampler}"
+width = {args.size}
+height = {args.size}
+"""
+    )
+    body = {"model": "bench", "prompt": PROMPT, "negative_prompt": NEGATIVE, "size": f"{args.size}x{args.size}",
+            "steps": args.steps, "guidance_scale": args.guidance, "sampler": args.sampler,
+            "response_format": "b64_json"}
+    env = {"PONYSERVE_MODELS_FILE": str(models_file), "PONYSERVE_DEVICE": args.device,
+           "PONYSERVE_MAX_BATCH_IMAGES": str(max(spec.compile_batch_sizes)),
+           "PONYSERVE_BATCH_WINDOW_MS": str(args.batch_window_ms), "PONYSERVE_MAX_WAIT_SECONDS": "1800"}
+    database = f"sqlite+aiosqlite:///{work / 'var' / 'ponyserve.db'}"
+    (work / "var").mkdir(exist_ok=True)
+    with running_service(database, work / "var", folder, **env) as (base, admin):
+        import httpx
+        from _service import customer_key
+
+        key = customer_key(base, admin)
+        started = time.perf_counter()
+        # The worker loads the model (and compiles every bucket) on the first job.
+        r = httpx.post(f"{base}/v1/images/generations", json={**body, "seed": 0}, timeout=1800,
+                       headers={"Authorization": f"Bearer {key}"})
+        if r.status_code != 200:
+            raise RuntimeError(f"warm-up generation failed: {r.status_code} {r.text}")
+        warm_seconds = time.perf_counter() - started
+        images_per_s, latencies = drive_clients(base, key, body, args.served, args.clients)
+    ordered = sorted(latencies)
+    return {
+        "layout": "ponyserve serve, embedded worker, SQLite",
+        "images": args.served,
+        "clients": args.clients,
+        "batch_window_ms": args.batch_window_ms,
+        "model_write_seconds": round(write_seconds, 1),
+        "first_request_seconds": round(warm_seconds, 1),
+        "images_per_s": round(images_per_s, 3),
+        "latency_p50_s": round(ordered[len(ordered) // 2], 3),
+        "ratio_served_over_raw_best": round(images_per_s / best_raw_images_per_s, 3),
+    }
 
 
 def denoising_its(model: LoadedModel, params: GenerationParams) -> float:
@@ -113,7 +207,8 @@ def throughput(model: LoadedModel, params: GenerationParams, batch_sizes: list[i
         # A first call at a new shape pays for cuDNN's algorithm search; keep it out of the timing.
         model.generate(warm, images)
         _sync()
-        torch.cuda.reset_peak_memory_stats()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         model.generate(params, images)
         _sync()
@@ -124,7 +219,7 @@ def throughput(model: LoadedModel, params: GenerationParams, batch_sizes: list[i
                 "runs_as_batch": model.bucket_for(batch),
                 "seconds": round(seconds, 3),
                 "images_per_s": round(batch / seconds, 3),
-                "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                "peak_memory_gib": _peak_memory_gib(),
             }
         )
     return rows
@@ -144,6 +239,10 @@ def main() -> None:
         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
     )
     ap.add_argument("--no-compile", action="store_true", help="measure eager only")
+    ap.add_argument("--served", type=int, default=0, help="images to serve through the API (0: skip)")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--batch-window-ms", type=float, default=0.0)
+    ap.add_argument("--tiny", action="store_true", help="the tiny demo model, CPU allowed: checks the script only")
     args = ap.parse_args()
     batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
 
@@ -151,16 +250,18 @@ def main() -> None:
         import torch
     except ImportError:
         _fail("torch is not installed")
-    if not args.device.startswith("cuda"):
-        _fail(f"this benchmark measures CUDA GPUs; --device {args.device} is not one")
-    if not torch.cuda.is_available():
-        built = f"torch {torch.__version__}, built for CUDA {torch.version.cuda}"
-        _fail(f"no CUDA GPU is available ({built}); run it on a GPU host")
-    torch.cuda.set_device(torch.device(args.device))
+    if not args.tiny:
+        if not args.device.startswith("cuda"):
+            _fail(f"this benchmark measures CUDA GPUs; --device {args.device} is not one")
+        if not torch.cuda.is_available():
+            built = f"torch {torch.__version__}, built for CUDA {torch.version.cuda}"
+            _fail(f"no CUDA GPU is available ({built}); run it on a GPU host")
+        torch.cuda.set_device(torch.device(args.device))
     import diffusers
 
+    work = Path(tempfile.mkdtemp(prefix="ponyserve-gpu-bench-"))
     started = time.perf_counter()
-    pipe = build_random_sdxl(args.device)
+    pipe = build_tiny(work, args.device) if args.tiny else build_random_sdxl(args.device)
     build_seconds = time.perf_counter() - started
     spec = ModelSpec(
         name="sdxl-random",
@@ -174,6 +275,8 @@ def main() -> None:
             height=args.size,
         ),
         max_steps=max(60, args.steps),
+        min_width=64,
+        min_height=64,
         compile_batch_sizes=batch_sizes,
         compile_mode=args.compile_mode,
     )
@@ -184,8 +287,9 @@ def main() -> None:
         "benchmark": "runtime_gpu",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
-            "gpu": torch.cuda.get_device_name(),
-            "gpu_memory_gib": round(torch.cuda.get_device_properties(args.device).total_memory / 2**30, 1),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "gpu_memory_gib": round(torch.cuda.get_device_properties(args.device).total_memory / 2**30, 1)
+            if torch.cuda.is_available() else None,
             "cpu": platform.processor() or platform.machine(),
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -193,7 +297,7 @@ def main() -> None:
             "diffusers": diffusers.__version__,
         },
         "model": {
-            "architecture": "SDXL base 1.0 (random weights)",
+            "architecture": "tiny demo model (smoke run)" if args.tiny else "SDXL base 1.0 (random weights)",
             "dtype": "bfloat16",
             "unet_params": _count(pipe.unet),
             "vae_params": _count(pipe.vae),
@@ -228,6 +332,12 @@ def main() -> None:
         result["compiled"]["batch1_speedup"] = round(
             result["compiled"]["batch1_it_per_s"] / result["eager"]["batch1_it_per_s"], 3
         )
+    if args.served:
+        mode = "eager" if args.no_compile else "compiled"
+        best = max(row["images_per_s"] for row in result[mode]["batches"])
+        served_spec = spec if args.no_compile else spec.model_copy(update={"compile": True})
+        result["served"] = {"mode": mode, "raw_best_images_per_s": best,
+                            **served_throughput(pipe, served_spec, args, work, best)}
     print(json.dumps(result, indent=2))
 
 
