@@ -262,15 +262,21 @@ async def cancel(session: AsyncSession, principal: Principal, job_id: str) -> Jo
     job = await get_owned_job(session, principal, job_id)
     if JobStatus(job.status).is_terminal:
         raise Conflict(f"Generation '{job_id}' has already {job.status}.", code="job_finished")
+    await _cancel(session, job_id)
+    refreshed = await queue.get_job(session, job_id)
+    assert refreshed is not None
+    return refreshed
+
+
+async def _cancel(session: AsyncSession, job_id: str) -> None:
+    """A queued job is cancelled at once (its reservation released); a running one is flagged,
+    and its worker, woken by the notification, stops it at the next step."""
     now = utcnow()
     if await queue.cancel_queued(session, job_id, now):
         await quotas.settle_job(session, job_id, 0, now)
     else:
         await queue.request_cancel(session, job_id)
     await publish_job_changed(session, job_id)
-    refreshed = await queue.get_job(session, job_id)
-    assert refreshed is not None
-    return refreshed
 
 
 # A waiter re-reads its job at least this often even without a notification (one lost while a
@@ -305,12 +311,7 @@ async def wait_until_finished(
                     return job
             if disconnected is not None and await disconnected():
                 async with db.unit_of_work() as session:
-                    now = utcnow()
-                    if await queue.cancel_queued(session, job_id, now):
-                        await quotas.settle_job(session, job_id, 0, now)
-                    else:
-                        await queue.request_cancel(session, job_id)
-                    await publish_job_changed(session, job_id)
+                    await _cancel(session, job_id)
                 events.job_changed(job_id)
                 disconnected = None
             woken = await subscription.wait(min(max(remaining, 0.0), 1.0))

@@ -337,11 +337,9 @@ class QueueWorker:
 
     def _generate(self, model_name: str, params: GenerationParams, prompts: list[ImagePrompt],
                   on_step: StepCallback, on_preview: PreviewHook | None = None) -> list[Image.Image | Exception]:
-        """Runs in a thread; the model is pinned so the memory budget cannot evict it mid-call."""
+        """Runs on the pipeline thread; the model is pinned so the memory budget cannot evict it mid-call."""
         with self.registry.use(model_name) as model:
-            if on_preview is not None:
-                return model.generate_split(params, prompts, on_step, on_preview=on_preview)
-            return model.generate_split(params, prompts, on_step)
+            return model.generate_split(params, prompts, on_step, on_preview=on_preview)
 
     async def _watch(self, monitor: _BatchMonitor) -> None:
         """While the pipeline runs: publish progress (new previews in the same UPDATE) and pick up cancel requests.
