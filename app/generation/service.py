@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +38,7 @@ from app.kit.ids import new_id
 from app.licensing import service as licensing
 from app.metering.service import megapixel_steps, price_units
 from app.moderation import Rating, apply_rating_tags
-from app.moderation.service import moderator_for
+from app.moderation.service import Screening, moderator_for
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus
 from app.queue.notify import JobEvents, publish_job_changed, publish_work
@@ -49,6 +50,9 @@ from app.runtime.samplers import resolve_sampler, samplers_for_family
 from app.runtime.sizes import check_size
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner
+
+# Moderates a request's prompts for one model: its Screening, or the refusal raised.
+Screen = Callable[[ModelSpec], Awaitable[Screening]]
 
 
 def _resolve_size(req: GenerationRequest, spec: ModelSpec) -> tuple[int, int]:
@@ -141,10 +145,14 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
 async def submit(
     session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *,
     limits: Limits, max_queue_depth: int, now: datetime, idempotency_key: str | None = None,
-    rating: Rating | None = None,
+    rating: Rating | None = None, screen: Screen | None = None,
 ) -> Job:
     """Validates, checks in-flight limits, reserves quota and enqueues — all in the caller's
-    transaction, so a refusal anywhere leaves nothing behind. Workers wake when it commits."""
+    transaction, so a refusal anywhere leaves nothing behind. Workers wake when it commits.
+
+    ``screen`` moderates the prompts for another model: a job a licence cap routes to its
+    fallback model is screened again for that model (its templates, whether it is NSFW-capable),
+    since the caller's screening only covered the model asked for."""
     spec = catalog.get(req.model)
     if not limits.allows_model(spec.name):
         raise PermissionDenied(f"Your plan does not include model '{spec.name}'.", code="model_not_allowed",
@@ -163,7 +171,7 @@ async def submit(
     if (await licensing.reserve(session, job, terms, now)).outcome == "fallback":
         assert terms is not None and terms.fallback_model is not None
         job = await _route_to_fallback(session, principal, req, catalog, limits, job, terms.fallback_model, now,
-                                       rating=rating)
+                                       rating=rating, screen=screen)
     await queue.insert_job(session, job)
     await publish_work(session, job.model)
     return job
@@ -171,13 +179,17 @@ async def submit(
 
 async def _route_to_fallback(
     session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, limits: Limits,
-    original: Job, fallback_model: str, now: datetime, *, rating: Rating | None = None,
+    original: Job, fallback_model: str, now: datetime, *, rating: Rating | None = None, screen: Screen | None = None,
 ) -> Job:
     """The licence of the requested model is at its cap: the job runs on the fallback model instead,
     metered against the fallback's licence (one hop only: a capped fallback is refused, not chained)."""
     spec = catalog.get(fallback_model)
     terms = await licensing.terms_for(session, spec.license, now)
     licensing.check_plan(terms, principal.plan, spec.name)
+    if screen is not None:
+        # Refuses (and records the incident in its own transaction) before anything is reserved
+        # for the fallback; this transaction's reservations roll back with the refusal.
+        rating = (await screen(spec)).rating
     job = build_job(principal, req.model_copy(update={"model": spec.name}), spec, limits, rating=rating)
     job.id, job.idempotency_key = original.id, original.idempotency_key
     job.quota_day, job.quota_month, job.reservation_state = original.quota_day, original.quota_month, "held"
@@ -218,7 +230,8 @@ async def accept(
     try:
         # Before any claim or reservation: a refused prompt leaves no job and costs no quota
         # (its incident is written in the moderator's own transaction).
-        screening = await moderator_for(db).screen(principal, req, catalog.get(req.model), endpoint=endpoint)
+        moderator = moderator_for(db)
+        screening = await moderator.screen(principal, req, catalog.get(req.model), endpoint=endpoint)
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 255:
                 raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", code="invalid_idempotency_key",
@@ -235,7 +248,8 @@ async def accept(
         try:
             async with db.unit_of_work() as session:
                 job = await submit(session, principal, req, catalog, limits=limits, max_queue_depth=max_queue_depth,
-                                   now=now, idempotency_key=idempotency_key, rating=screening.rating)
+                                   now=now, idempotency_key=idempotency_key, rating=screening.rating,
+                                   screen=partial(moderator.screen, principal, req, endpoint=endpoint))
                 if idempotency_key is not None:
                     await quotas.finish_idempotent(session, principal.key, idempotency_key, job.id)
         except BaseException:
