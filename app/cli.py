@@ -89,6 +89,7 @@ def serve(
 def worker(
     device: Annotated[str | None, typer.Option(help="One device: cuda:0, cpu, …")] = None,
     devices: Annotated[str | None, typer.Option(help="Several devices, comma-separated: one child each")] = None,
+    worker_id: Annotated[str | None, typer.Option(hidden=True, help="Set by the supervisor for its children")] = None,
 ) -> None:
     """Run queue workers against the configured database (usually Postgres)."""
     from app.observability.logging import configure_logging
@@ -98,11 +99,11 @@ def worker(
     if devices:
         from app.worker.supervisor import supervise
 
-        sys.exit(supervise([d.strip() for d in devices.split(",") if d.strip()]))
-    asyncio.run(_run_worker(settings, device or settings.device))
+        sys.exit(supervise([d.strip() for d in devices.split(",") if d.strip()], settings))
+    asyncio.run(_run_worker(settings, device or settings.device, worker_id))
 
 
-async def _run_worker(settings: Settings, device: str) -> None:
+async def _run_worker(settings: Settings, device: str, worker_id: str | None = None) -> None:
     from app.db import Database
     from app.queue.notify import JobEvents, PgListener
     from app.runtime.registry import ModelRegistry
@@ -120,7 +121,7 @@ async def _run_worker(settings: Settings, device: str) -> None:
     qw = QueueWorker(db, settings, ModelRegistry(settings.model_specs(), device,
                                                         memory_budget_bytes=settings.model_memory_budget_bytes), events,
                      LocalImageStore(settings.resolved_images_dir), device=device,
-                     max_batch_images=settings.max_batch_images)
+                     max_batch_images=settings.max_batch_images, worker_id=worker_id)
     reporter = _billing_reporter(db, settings, qw.id)
     stop = _stop_both(qw.stop, reporter.stop) if reporter is not None else qw.stop
     loop = asyncio.get_running_loop()

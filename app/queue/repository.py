@@ -235,9 +235,16 @@ async def renew_leases(session: AsyncSession, worker_id: str, lease_until: datet
     )
 
 
-async def requeue_expired(session: AsyncSession, *, now: datetime, max_attempts: int) -> tuple[list[str], list[str]]:
-    """Jobs whose worker vanished: retried while attempts remain, failed after. Returns (retried, failed)."""
-    expired = and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
+async def requeue_expired(
+    session: AsyncSession, *, now: datetime, max_attempts: int, worker_id: str | None = None
+) -> tuple[list[str], list[str]]:
+    """Jobs whose worker vanished: retried while attempts remain, failed after. Returns (retried, failed).
+
+    Without ``worker_id``, the running jobs whose lease has expired; with it, every running job
+    of that worker, known dead (its supervisor saw it exit), lease or not.
+    """
+    expired = and_(Job.status == JobStatus.RUNNING,
+                   Job.lease_expires_at < now if worker_id is None else Job.worker_id == worker_id)
     retried = await session.execute(
         update(Job).where(expired, Job.attempts < max_attempts)
         .values(status=JobStatus.QUEUED, worker_id=None, lease_expires_at=None, progress_step=0, preview=None,
@@ -256,6 +263,11 @@ async def requeue_expired(session: AsyncSession, *, now: datetime, max_attempts:
 
 async def upsert_worker(session: AsyncSession, worker: Worker) -> None:
     await session.merge(worker)
+
+
+async def set_worker_state(session: AsyncSession, worker_id: str, state: str) -> None:
+    await session.execute(update(Worker).where(Worker.id == worker_id).values(state=state)
+                          .execution_options(synchronize_session=False))
 
 
 async def workers_seen_since(session: AsyncSession, since: datetime) -> Sequence[Worker]:

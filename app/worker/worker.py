@@ -51,11 +51,11 @@ from app.runtime.types import (
 )
 from app.storage.local import LocalImageStore
 from app.worker.batch import Slot, infotext, plan_call, storage_key
+from app.worker.recovery import recover_jobs
 from app.worker.state import WorkerState
 
 log = logging.getLogger("ponyserve.worker")
 
-MAX_ATTEMPTS = 2  # a job whose worker died is retried once, then failed
 # How often a running batch's progress is written and published: SSE clients see a step within
 # this (plus a notification's few ms), well inside the promised second.
 PROGRESS_INTERVAL_SECONDS = 0.4
@@ -229,17 +229,12 @@ class QueueWorker:
                 log.exception("heartbeat failed")
 
     async def _sweep(self) -> None:
+        now = utcnow()
+        retried, failed = await recover_jobs(self.db, now=now)
         async with self.db.unit_of_work() as session:
-            now = utcnow()
-            retried, failed = await queue.requeue_expired(session, now=now, max_attempts=MAX_ATTEMPTS)
-            await quotas.settle_jobs(session, failed, now)
             await purge_expired_idempotency(session, now)
-            for job_id in (*retried, *failed):
-                await publish_job_changed(session, job_id)
         for job_id in (*retried, *failed):
             self.events.job_changed(job_id)
-        if retried or failed:
-            log.warning("lease expired: retried %s, failed %s", retried, failed)
 
     async def _claim(self) -> list[Job]:
         jobs = await self._claim_with(partial(

@@ -79,9 +79,16 @@ def test_sigterm_finishes_the_running_job_and_claims_nothing_new(deployment) -> 
         assert conn.execute(text("SELECT state FROM workers")).scalar() == "stopped"
 
 
-def test_supervisor_restarts_a_crashed_child(deployment) -> None:
-    env, _, _, engine, procs, tmp = deployment
-    supervisor = spawn(["worker", "--devices", "cpu,cpu"], env, tmp / "supervisor.log")
+def _worker_id_of(pid: int) -> str:
+    args = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
+    return args[args.index("--worker-id") + 1]
+
+
+def test_supervisor_restarts_a_crashed_child_and_gives_back_its_job_at_once(deployment) -> None:
+    env, base, admin, engine, procs, tmp = deployment
+    # A lease far longer than the test: only the supervisor can bring the job back in time.
+    supervisor = spawn(["worker", "--devices", "cpu,cpu"], {**env, "PONYSERVE_JOB_LEASE_SECONDS": "600"},
+                       tmp / "supervisor.log")
     procs.append(supervisor)
 
     def ready_workers() -> set[str]:
@@ -91,8 +98,29 @@ def test_supervisor_restarts_a_crashed_child(deployment) -> None:
 
     _wait(lambda: len(ready_workers()) == 2, 120, "two children never became ready")
     before = ready_workers()
-    victim = _children(supervisor.pid)[0]
-    os.kill(victim, signal.SIGKILL)
+    with httpx.Client(base_url=base, timeout=60) as client:
+        cust = new_customer(client, admin, plan="internal")
+        job_id = client.post("/v1/generations", json=SLOW, headers=cust.headers).json()["id"]
+
+        def running_on() -> str | None:
+            job = client.get(f"/v1/generations/{job_id}", headers=cust.headers).json()
+            if job["status"] != "running":
+                return None
+            with engine.connect() as conn:
+                return conn.execute(text("SELECT worker_id FROM jobs WHERE id = :j"), {"j": job_id}).scalar()
+
+        _wait(lambda: running_on() is not None, 120, "job never started")
+        victim_id = running_on()
+        [victim] = [pid for pid in _children(supervisor.pid) if _worker_id_of(pid) == victim_id]
+        os.kill(victim, signal.SIGKILL)
+        [done] = wait_jobs_finished(client, cust.headers, [job_id], timeout=180)
+    assert done["status"] == "succeeded"
+    with engine.connect() as conn:
+        attempts = conn.execute(text("SELECT attempts FROM jobs WHERE id = :j"), {"j": job_id}).scalar()
+        charged = conn.execute(text("SELECT count(*) FROM usage_ledger WHERE job_id = :j"), {"j": job_id}).scalar()
+        victim_state = conn.execute(text("SELECT state FROM workers WHERE id = :w"), {"w": victim_id}).scalar()
+    assert (attempts, charged) == (2, 1)
+    assert victim_state == "failed"
     _wait(lambda: len(ready_workers()) == 2 and ready_workers() != before, 120, "the child was not restarted")
     assert victim not in _children(supervisor.pid)
     supervisor.send_signal(signal.SIGTERM)
