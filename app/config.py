@@ -81,6 +81,13 @@ class ModelSpec(BaseModel):
     compile: bool = False
     compile_batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
     compile_mode: CompileMode = "default"
+    # Load (and, with compile, compile and warm) when a worker starts rather than on the model's
+    # first job. Unset: preloaded exactly when compiled, so no request ever waits for a compile.
+    preload: bool | None = None
+
+    @property
+    def loads_at_start(self) -> bool:
+        return self.preload if self.preload is not None else self.compile
 
     @model_validator(mode="after")
     def _family_defaults(self) -> ModelSpec:

@@ -160,6 +160,7 @@ class QueueWorker:
         await self._heartbeat()
         beat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.id}")
         try:
+            await self._preload()
             self.state = WorkerState.READY
             await self._heartbeat()
             last_sweep, backoff = 0.0, 0.5
@@ -210,6 +211,22 @@ class QueueWorker:
                 await self._heartbeat()
             self._encoder.shutdown(wait=True)
             self._pipeline.shutdown(wait=True)
+
+    async def _preload(self) -> None:
+        """Loads the models marked to load at start (compiled ones by default) while reporting
+        ``starting``, on the pipeline thread so torch's state is that thread's from the start.
+
+        A model that cannot load is logged and left to fail its own jobs (model_unavailable);
+        the worker still serves the others.
+        """
+        loop = asyncio.get_running_loop()
+        for name in self.registry.names():
+            if not self.registry.spec(name).loads_at_start or self._stopping.is_set():
+                continue
+            try:
+                await loop.run_in_executor(self._pipeline, self.registry.preload, [name])
+            except RuntimeModelError as exc:
+                log.error("model %s could not be preloaded: %s", name, exc)
 
     async def _heartbeat(self) -> None:
         now = utcnow()
