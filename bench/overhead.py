@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--layout", choices=["embedded", "process"], default="embedded",
+                    help="worker inside the API process, or `ponyserve worker` beside it")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ponyserve-bench-"))
@@ -60,7 +62,8 @@ def main() -> None:
 
     body = {"prompt": "a pony in a meadow", "size": f"{args.size}x{args.size}", "steps": args.steps,
             "response_format": "b64_json", "sampler": "Euler a", "guidance_scale": 5.0}
-    with scratch_database() as url, running_service(url, work / "var", model_dir) as (base, admin):
+    with scratch_database() as url, running_service(url, work / "var", model_dir,
+                                                    worker_process=args.layout == "process") as (base, admin):
         key = customer_key(base, admin)
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
@@ -97,10 +100,11 @@ def main() -> None:
     raw_ips = 1 / statistics.mean(raw)
     served_ips = n_conc / served_conc_s
     result = {
-        "benchmark": "service overhead (HTTP → Postgres queue → embedded worker → response)",
+        "benchmark": f"service overhead (HTTP → Postgres queue → {args.layout} worker → response)",
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}".strip(),
-        "params": {"size": args.size, "steps": args.steps, "requests": args.requests, "clients": args.clients},
+        "params": {"size": args.size, "steps": args.steps, "requests": args.requests, "clients": args.clients,
+                   "layout": args.layout},
         "raw_pipeline_s": {"p50": round(percentile(raw, 50), 4), "p95": round(percentile(raw, 95), 4)},
         "served_s": {"p50": round(percentile(served, 50), 4), "p95": round(percentile(served, 95), 4)},
         "overhead_ms": {
