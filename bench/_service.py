@@ -43,14 +43,15 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def running_service(
     database_url: str, data_dir: Path, demo_model: Path, *, worker_process: bool = False,
-    pids: dict[str, int] | None = None, **env: str
+    pids: dict[str, int] | None = None, ready_timeout: float = 120.0, **env: str
 ) -> Iterator[tuple[str, str]]:
     """Yields (base_url, admin_key) of a migrated service.
 
     The worker runs inside the API process (embedded, the default) or, with ``worker_process``,
     as its own ``ponyserve worker`` process beside an API started with ``--no-embedded-worker``:
     the production layout, where the pipeline has a process of its own. ``pids``, when given,
-    receives the process ids by role ("api", "worker").
+    receives the process ids by role ("api", "worker"). Readiness waits for a worker to report
+    ready, which a model loaded (and compiled) at start-up delays: ``ready_timeout`` bounds it.
     """
     from app.cli import _bootstrap
     from app.config import Settings
@@ -73,7 +74,7 @@ def running_service(
         pids.update(zip(("api", "worker"), (p.pid for p in procs), strict=False))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_timeout
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{base}/readyz").status_code == 200:
