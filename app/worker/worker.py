@@ -174,6 +174,11 @@ class QueueWorker:
                         await self._sweep()
                         last_sweep = time.monotonic()
                     jobs = await self._claim()
+                    if not jobs and delivering is not None:
+                        # Nothing to overlap it with: finish the delivery now, then look again.
+                        finishing, delivering = delivering, None
+                        await finishing
+                        continue
                     if not jobs:
                         self.state = WorkerState.READY
                         await self.events.wait_work(timeout=1.0)
