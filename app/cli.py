@@ -112,7 +112,6 @@ async def _run_worker(settings: Settings, device: str, worker_id: str | None = N
 
     db = Database(settings.database_url, pool_size=3)
     events = JobEvents()
-    events.bind(asyncio.get_running_loop())
     listener = None
     if db.is_postgres:
         listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),

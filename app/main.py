@@ -70,7 +70,6 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         events = JobEvents()
-        events.bind(asyncio.get_running_loop())
         async with db.unit_of_work() as session:
             secret = await load_or_create_secret(session)
         await sync_licenses(db, settings)

@@ -57,10 +57,6 @@ class JobEvents:
     def __init__(self) -> None:
         self._subscriptions: dict[str, set[JobSubscription]] = defaultdict(set)
         self._work = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
 
     def job_changed(self, job_id: str, *, progress: bool = False) -> None:
         """Wakes the job's waiters; a progress-only change wakes only those that follow progress
@@ -78,10 +74,6 @@ class JobEvents:
     def work_available(self) -> None:
         self._work.set()
 
-    def job_changed_threadsafe(self, job_id: str) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.job_changed, job_id)
-
     @contextlib.contextmanager
     def subscribe(self, *job_ids: str, progress: bool = True) -> Iterator[JobSubscription]:
         """One subscription woken by a change to any of ``job_ids``, for the ``with`` block."""
@@ -97,11 +89,6 @@ class JobEvents:
                     subscriptions.discard(subscription)
                     if not subscriptions:
                         del self._subscriptions[job_id]
-
-    async def wait_job(self, job_id: str, timeout: float) -> bool:
-        """Waits until the job is reported changed or the timeout passes; True if woken."""
-        with self.subscribe(job_id) as subscription:
-            return await subscription.wait(timeout)
 
     async def wait_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
