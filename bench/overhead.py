@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _service import customer_key, percentile, running_service, scratch_database
+from _service import customer_key, drive_clients, percentile, running_service, scratch_database
 
 from app.config import demo_model_spec
 from app.runtime.demo_model import write_demo_model
@@ -86,19 +85,9 @@ def main() -> None:
                 phases["response"].append(served[-1] - (finished - created))
 
             n_conc = args.requests * 2
-
-            def one(i: int) -> None:
-                with httpx.Client(base_url=base, headers=headers, timeout=600) as c:
-                    r = c.post("/v1/images/generations", json={**body, "seed": 1000 + i})
-                    assert r.status_code == 200, r.text
-
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                list(pool.map(one, range(n_conc)))
-            served_conc_s = time.perf_counter() - t0
+            served_ips, _ = drive_clients(base, key, body, n_conc, args.clients)
 
     raw_ips = 1 / statistics.mean(raw)
-    served_ips = n_conc / served_conc_s
     result = {
         "benchmark": f"service overhead (HTTP → Postgres queue → {args.layout} worker → response)",
         "date": datetime.now(UTC).date().isoformat(),
