@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -65,7 +65,7 @@ def async_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the embedded worker write while API requests read; busy_timeout makes
     # concurrent writers wait for the lock instead of failing with "database is locked".
     cur = dbapi_conn.cursor()
@@ -73,13 +73,30 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+    # The driver's legacy transaction control BEGINs only before DML, so a SELECT ahead of a
+    # transaction's first write ran outside it. SQLAlchemy's documented recipe takes over instead:
+    # no driver BEGIN at all, ours in ``_sqlite_begin``, so SELECTs, DDL and SAVEPOINTs belong to
+    # the transaction they appear in.
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock when the transaction starts (waiting up to busy_timeout), so
+    # what it reads cannot change before it commits: a check-then-write such as "fewer than
+    # max_queued_jobs queued, so insert one" holds on SQLite as the key-row lock makes it hold on
+    # Postgres, and the rate limiter's lock wait happens before its statement reads the clock.
+    # Under DEFERRED, that read's transaction fails its first write with SQLITE_BUSY whenever another
+    # one committed in between, and busy_timeout does not retry it. The price: transactions, reads
+    # included, run one at a time; ours are short.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 

@@ -10,6 +10,7 @@ two transactions never wait on each other in a cycle.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import ColumnElement, Date, and_, bindparam, delete, or_, select, text, tuple_, update
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import UTCDateTime, dialect_insert
 from app.queue.models import Job, JobStatus
-from app.quotas.models import IdempotencyRecord, QuotaCounter, RateLimitState
+from app.quotas.models import IdempotencyRecord, QuotaCounter
 
 CounterKey = tuple[str, str, str, date]  # (scope, scope_id, period, period_start)
 
@@ -69,6 +70,18 @@ async def settle(session: AsyncSession, key: CounterKey, *, reserved: int, used:
     )
 
 
+async def add_used(session: AsyncSession, key: CounterKey, n: int, now: datetime) -> None:
+    """Adds ``n`` to a counter's usage, creating the counter if it has none yet (no limit check)."""
+    scope, scope_id, period, start = key
+    insert = dialect_insert(session)
+    stmt = insert(QuotaCounter).values(scope=scope, scope_id=scope_id, period=period, period_start=start, used=n,
+                                       reserved=0, updated_at=now)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=[QuotaCounter.scope, QuotaCounter.scope_id, QuotaCounter.period, QuotaCounter.period_start],
+        set_={"used": QuotaCounter.used + n, "updated_at": now},
+    ))
+
+
 async def counters(session: AsyncSession, keys: Sequence[CounterKey]) -> dict[CounterKey, QuotaCounter]:
     stmt = select(QuotaCounter).where(
         tuple_(QuotaCounter.scope, QuotaCounter.scope_id, QuotaCounter.period, QuotaCounter.period_start).in_(keys)
@@ -86,41 +99,87 @@ async def mark_reservation(session: AsyncSession, job_id: str, state: str) -> Jo
     return (await session.execute(stmt)).scalars().first()
 
 
-_INFLIGHT = """SELECT status, count(*) FROM jobs
-WHERE api_key_id = (SELECT id FROM api_keys WHERE id = :k{lock}) AND status IN ('queued', 'running')
-GROUP BY status"""
-# Postgres: the sub-select takes the key's row lock, serialising one key's enqueues so in-flight
-# counts cannot be raced past their limits — lock and count in one round trip. SQLite has one
-# writer at a time anyway.
-_INFLIGHT_PG = text(_INFLIGHT.format(lock=" FOR UPDATE"))
-_INFLIGHT_SQLITE = text(_INFLIGHT.format(lock=""))
+# Postgres: the key's row lock serialises one key's enqueues, so in-flight counts cannot be raced past
+# their limits. It must be its own statement: under READ COMMITTED a statement reads the snapshot taken
+# when it started, so a count in the statement that waited for the lock would miss the job the lock's
+# previous holder just committed. SQLite: every transaction begins IMMEDIATE (app.db), holding the
+# database's write lock, which serialises them all.
+_LOCK_KEY = text("SELECT id FROM api_keys WHERE id = :k FOR UPDATE")
+_COUNT_JOBS = text(
+    "SELECT status, count(*) FROM jobs WHERE api_key_id = :k AND status IN :statuses GROUP BY status"
+).bindparams(bindparam("statuses", expanding=True))
 
 
-async def lock_key_and_count_inflight(session: AsyncSession, key_id: str) -> tuple[int, int]:
-    """Locks the key row (Postgres) and returns its (queued, running) job counts."""
-    stmt = _INFLIGHT_PG if session.get_bind().dialect.name == "postgresql" else _INFLIGHT_SQLITE
-    counts = {status: int(n) for status, n in (await session.execute(stmt, {"k": key_id})).all()}
-    return counts.get(JobStatus.QUEUED, 0), counts.get(JobStatus.RUNNING, 0)
+async def lock_key_and_count_jobs(session: AsyncSession, key_id: str, statuses: Sequence[JobStatus]
+                                  ) -> dict[JobStatus, int]:
+    """Locks the key row (Postgres) and returns its number of jobs in each of ``statuses``."""
+    if _is_postgres(session):
+        await session.execute(_LOCK_KEY, {"k": key_id})
+    rows = (await session.execute(_COUNT_JOBS, {"k": key_id, "statuses": [s.value for s in statuses]})).all()
+    counts = {JobStatus(status): int(n) for status, n in rows}
+    return {status: counts.get(status, 0) for status in statuses}
 
 
-_GCRA = """INSERT INTO rate_limit_state (api_key_id, tat) VALUES (:k, :now + :interval)
-ON CONFLICT (api_key_id) DO UPDATE SET tat = {greatest}(rate_limit_state.tat, :now) + :interval
-WHERE {greatest}(rate_limit_state.tat, :now) - :now <= :tolerance
-RETURNING tat"""
-_GCRA_PG = text(_GCRA.format(greatest="GREATEST"))
-_GCRA_SQLITE = text(_GCRA.format(greatest="MAX"))
+# GCRA reads the time from the database, in epoch seconds, after it holds the key's row: a time taken
+# before waiting for the lock is stale by the wait, and under contention that made requests far below
+# the limit look early. Postgres evaluates the ON CONFLICT … DO UPDATE clauses once the conflicting
+# row is locked, and clock_timestamp() (unlike now()) is the time of the call, not of the transaction's
+# start. SQLite's transactions hold the write lock from BEGIN IMMEDIATE (app.db), before any statement
+# runs; julianday('now') is fixed for the whole statement.
+_PG_NOW = "extract(epoch FROM clock_timestamp())::float8"
+_SQLITE_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
+# The row's tat is the theoretical arrival time of the next request; a request is early (refused) when
+# tat lies more than the tolerance ahead of now. Admitted: tat moves one interval on from max(tat, now).
+_GCRA = """INSERT INTO rate_limit_state (api_key_id, tat) VALUES (:k, {now} + :interval)
+ON CONFLICT (api_key_id) DO UPDATE SET tat = {greatest}(rate_limit_state.tat, {now}) + :interval
+WHERE rate_limit_state.tat - {now} <= :tolerance
+RETURNING tat, {now}"""
+_GCRA_PG = text(_GCRA.format(greatest="GREATEST", now=_PG_NOW))
+_GCRA_SQLITE = text(_GCRA.format(greatest="MAX", now=_SQLITE_NOW))
+
+# A refused upsert returns no row but leaves it locked (Postgres locks the conflicting row whether or
+# not the DO UPDATE's WHERE holds; SQLite's transaction holds the write lock), so this reads the tat
+# that refused the request, not an older one.
+_GCRA_STATE = "SELECT tat, {now} FROM rate_limit_state WHERE api_key_id = :k"
+_GCRA_STATE_PG = text(_GCRA_STATE.format(now=_PG_NOW))
+_GCRA_STATE_SQLITE = text(_GCRA_STATE.format(now=_SQLITE_NOW))
+
+# One request given back: tat moves one interval back, but never behind now: a bucket that refilled
+# meanwhile is full and has no room for the token, and a bucket never holds more than its burst.
+_GCRA_REFUND = """UPDATE rate_limit_state SET tat = {greatest}(tat - :interval, {now}) WHERE api_key_id = :k"""
+_GCRA_REFUND_PG = text(_GCRA_REFUND.format(greatest="GREATEST", now=_PG_NOW))
+_GCRA_REFUND_SQLITE = text(_GCRA_REFUND.format(greatest="MAX", now=_SQLITE_NOW))
 
 
-async def gcra_take(session: AsyncSession, key_id: str, *, now: float, interval: float, tolerance: float
-                    ) -> tuple[bool, float]:
-    """One GCRA step in one upsert: (allowed, theoretical arrival time after this request)."""
-    stmt = _GCRA_PG if session.get_bind().dialect.name == "postgresql" else _GCRA_SQLITE
-    params = {"k": key_id, "now": now, "interval": interval, "tolerance": tolerance}
-    tat = (await session.execute(stmt, params)).scalar_one_or_none()
-    if tat is not None:
-        return True, float(tat)
-    stored = (await session.execute(select(RateLimitState.tat).where(RateLimitState.api_key_id == key_id))).scalar_one()
-    return False, float(stored)
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+@dataclass(frozen=True)
+class GcraStep:
+    """The outcome of one GCRA step, with the database's clock reading it was decided on."""
+
+    allowed: bool
+    tat: float  # theoretical arrival time after this step (epoch seconds)
+    now: float  # the database's time (epoch seconds)
+
+
+async def gcra_take(session: AsyncSession, key_id: str, *, interval: float, tolerance: float) -> GcraStep:
+    """One GCRA step in one upsert, timed by the database's clock once it holds the key's row."""
+    pg = _is_postgres(session)
+    params = {"k": key_id, "interval": interval, "tolerance": tolerance}
+    row = (await session.execute(_GCRA_PG if pg else _GCRA_SQLITE, params)).first()
+    if row is not None:
+        return GcraStep(allowed=True, tat=float(row[0]), now=float(row[1]))
+    tat, now = (await session.execute(_GCRA_STATE_PG if pg else _GCRA_STATE_SQLITE, {"k": key_id})).one()
+    return GcraStep(allowed=False, tat=float(tat), now=float(now))
+
+
+async def gcra_refund(session: AsyncSession, key_id: str, *, interval: float) -> None:
+    """Gives one admitted request back to the key's bucket."""
+    stmt = _GCRA_REFUND_PG if _is_postgres(session) else _GCRA_REFUND_SQLITE
+    await session.execute(stmt, {"k": key_id, "interval": interval})
 
 
 async def claim_idempotency(session: AsyncSession, record: IdempotencyRecord, now: datetime, *,

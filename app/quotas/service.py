@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.models import Account, ApiKey
 from app.errors import AppError, Conflict, QuotaExceeded, RateLimited
 from app.licensing import service as licensing
-from app.queue.models import Job
+from app.queue.models import Job, JobStatus
 from app.quotas import repository as repo
 from app.quotas.limits import Limits, effective_limits
 from app.quotas.models import IdempotencyRecord
@@ -31,13 +30,29 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 
 # -- rate limits (GCRA) --------------------------------------------------------------
 
+# Float epoch seconds carry about a quarter of a microsecond of rounding: "tat - now" of a bucket one
+# token down can come out a hair above one interval, which would show a token fewer and a second more.
+_CLOCK_SLACK = 1e-6
+
 
 @dataclass(frozen=True)
 class RateDecision:
-    limit: int
-    window: int
-    remaining: int
-    reset_seconds: int
+    """What the rate limiter decided, as the IETF RateLimit headers state it.
+
+    The limiter is GCRA: a token bucket of ``burst`` tokens refilled at rpm/60 tokens a second, one
+    token per request. A window policy ``q`` per ``w`` seconds describes it honestly only if a
+    client that keeps to it is never refused. ``q=burst`` per ``w=ceil(burst*60/rpm)`` does: within
+    any ``w`` seconds at least ``burst`` tokens flow back, so ``burst`` requests per ``w`` never
+    outrun the bucket. (``q=burst;w=60`` claimed only ``burst`` a minute; ``q=rpm;w=60`` would let a
+    client spend a minute's requests in one go, beyond the bucket.) ``remaining`` is the whole tokens
+    in the bucket now, ``reset_seconds`` how long until it is full again; on a refusal ``remaining``
+    is 0 and Retry-After says when the next token is there.
+    """
+
+    limit: int  # q: the bucket's capacity (the burst)
+    window: int  # w: seconds in which the bucket refills at least ``limit`` tokens
+    remaining: int  # r: whole tokens available now
+    reset_seconds: int  # t: seconds until the bucket is full
 
     def headers(self) -> dict[str, str]:
         # IETF draft-ietf-httpapi-ratelimit-headers (structured fields syntax).
@@ -47,43 +62,104 @@ class RateDecision:
         }
 
 
-async def take_rate_token(session: AsyncSession, key: ApiKey, limits: Limits, now: datetime) -> RateDecision | None:
-    """Admits one request or raises 429; None when the key has no rate limit."""
-    rpm = limits.requests_per_minute
-    if not rpm:
+@dataclass(frozen=True)
+class _Gcra:
+    """A key's rate limit in GCRA terms: one request per ``interval`` seconds, ``burst`` at once."""
+
+    rpm: int
+    burst: int
+
+    @classmethod
+    def of(cls, limits: Limits) -> _Gcra | None:
+        if not limits.requests_per_minute:
+            return None
+        return cls(rpm=limits.requests_per_minute, burst=max(1, limits.burst or 1))
+
+    @property
+    def interval(self) -> float:
+        return 60.0 / self.rpm
+
+    @property
+    def tolerance(self) -> float:
+        # How far ahead of now tat may be and a request still pass: the burst's other requests.
+        return self.interval * (self.burst - 1)
+
+    @property
+    def window(self) -> int:
+        return max(1, -(-self.burst * 60 // self.rpm))  # ceil(burst * 60 / rpm), in integers
+
+    def decision(self, step: repo.GcraStep) -> RateDecision:
+        """The headers' view of the bucket after ``step``, measured at the database's time."""
+        ahead = max(0.0, step.tat - step.now)  # how much of the bucket is still refilling, in seconds
+        tokens = math.floor((self.burst * self.interval - ahead + _CLOCK_SLACK) / self.interval)
+        return RateDecision(limit=self.burst, window=self.window,
+                            remaining=min(self.burst, max(0, tokens)) if step.allowed else 0,
+                            reset_seconds=max(0, math.ceil(ahead - _CLOCK_SLACK)))
+
+    def retry_after(self, step: repo.GcraStep) -> int:
+        """Whole seconds until a refused key's next token: when tat is back within the tolerance."""
+        return max(1, math.ceil(step.tat - self.tolerance - step.now))
+
+
+async def take_rate_token(session: AsyncSession, key: ApiKey, limits: Limits,
+                          now: datetime | None = None) -> RateDecision | None:
+    """Admits one request or raises 429; None when the key has no rate limit.
+
+    The database's clock times the request, read once the key's rate row is locked (``now`` is
+    ignored, kept for existing callers): a time taken before the lock wait made requests that had
+    queued behind others look early. Call it in its own short transaction, so the row lock (and on
+    SQLite the write lock) is held for one statement's worth of time.
+    """
+    gcra = _Gcra.of(limits)
+    if gcra is None:
         return None
-    burst = max(1, limits.burst or 1)
-    interval = 60.0 / rpm
-    tolerance = interval * (burst - 1)
-    t = now.timestamp()
-    allowed, tat = await repo.gcra_take(session, key.id, now=t, interval=interval, tolerance=tolerance)
-    if not allowed:
-        retry_after = max(1, math.ceil(tat - tolerance - t))
-        decision = RateDecision(limit=burst, window=60, remaining=0, reset_seconds=math.ceil(tat - t))
+    step = await repo.gcra_take(session, key.id, interval=gcra.interval, tolerance=gcra.tolerance)
+    decision = gcra.decision(step)
+    if not step.allowed:
+        retry_after = gcra.retry_after(step)
         raise RateLimited(
-            f"Rate limit of {rpm} requests per minute (burst {burst}) reached; retry in {retry_after}s.",
+            f"Rate limit of {gcra.rpm} requests per minute (burst {gcra.burst}) reached; retry in {retry_after}s.",
             code="rate_limit_exceeded", headers={**decision.headers(), "Retry-After": str(retry_after)},
         )
-    remaining = max(0, math.floor((tolerance - (tat - t)) / interval) + 1)
-    return RateDecision(limit=burst, window=60, remaining=min(remaining, burst),
-                        reset_seconds=max(0, math.ceil(tat - t)))
+    return decision
+
+
+async def refund_rate_token(session: AsyncSession, key: ApiKey, limits: Limits) -> None:
+    """Gives back the token ``take_rate_token`` took, for a request refused before it did any work
+    (an in-flight limit): a client polling for a free slot must not also run out of rate."""
+    gcra = _Gcra.of(limits)
+    if gcra is not None:
+        await repo.gcra_refund(session, key.id, interval=gcra.interval)
 
 
 # -- in-flight limits ----------------------------------------------------------------
 
+# What each in-flight limit counts. A delivering job has finished generating but is still being
+# encoded, stored and settled by its worker: it holds the key's slot until it ends, so it is running.
+QUEUED_STATUSES = (JobStatus.QUEUED,)
+RUNNING_STATUSES = (JobStatus.RUNNING, JobStatus.DELIVERING)
+
+# The 429 codes of in-flight refusals: nothing was queued, so callers refund the rate token.
+INFLIGHT_CODES = frozenset({"concurrency_limit_exceeded", "queue_limit_exceeded"})
+
 
 async def check_inflight(session: AsyncSession, key: ApiKey, limits: Limits) -> None:
+    """Refuses (429) a job the key has no room for: ``max_concurrent_jobs`` bounds its running jobs,
+    ``max_queued_jobs`` its waiting ones. Takes the key's lock until the transaction ends, so the
+    caller's enqueue in the same transaction cannot race another past the limits."""
     if limits.max_concurrent_jobs is None and limits.max_queued_jobs is None:
         return
-    queued, running = await repo.lock_key_and_count_inflight(session, key.id)
-    if limits.max_queued_jobs is not None and queued >= limits.max_queued_jobs:
-        raise RateLimited(f"This key already has {queued} queued jobs (limit {limits.max_queued_jobs}).",
-                          code="queue_limit_exceeded", headers={"Retry-After": "1"})
-    if limits.max_concurrent_jobs is not None and queued + running >= limits.max_concurrent_jobs:
+    counts = await repo.lock_key_and_count_jobs(session, key.id, (*QUEUED_STATUSES, *RUNNING_STATUSES))
+    running = sum(counts[s] for s in RUNNING_STATUSES)
+    queued = sum(counts[s] for s in QUEUED_STATUSES)
+    if limits.max_concurrent_jobs is not None and running >= limits.max_concurrent_jobs:
         raise RateLimited(
-            f"This key already has {queued + running} jobs in flight (limit {limits.max_concurrent_jobs}).",
+            f"This key already has {running} jobs running (limit {limits.max_concurrent_jobs}).",
             code="concurrency_limit_exceeded", headers={"Retry-After": "1"},
         )
+    if limits.max_queued_jobs is not None and queued >= limits.max_queued_jobs:
+        raise RateLimited(f"This key already has {queued} jobs queued (limit {limits.max_queued_jobs}).",
+                          code="queue_limit_exceeded", headers={"Retry-After": "1"})
 
 
 # -- image quotas ----------------------------------------------------------------------
@@ -141,10 +217,16 @@ async def settle_job(session: AsyncSession, job_id: str, delivered: int, now: da
     return True
 
 
-async def settle_jobs(session: AsyncSession, job_ids: Iterable[str], now: datetime) -> None:
-    """Releases the reservations of jobs that ended without output (sorted: fixed lock order)."""
-    for job_id in sorted(job_ids):
-        await settle_job(session, job_id, 0, now)
+async def record_late_usage(session: AsyncSession, job: Job, images: int, now: datetime) -> None:
+    """Counts ``images`` of ``job`` delivered after its reservation was settled (a withheld image a
+    moderator released) as usage of the period ``now`` is in, on the job's account and key counters.
+
+    No limit applies: the image already exists and the caller is owed it. Counters are taken in
+    the same sorted order as every reservation, so this cannot deadlock against one."""
+    day, month = day_start(now), month_start(now)
+    for counter in sorted([("account", job.account_id, "day", day), ("account", job.account_id, "month", month),
+                           ("key", job.api_key_id, "day", day), ("key", job.api_key_id, "month", month)]):
+        await repo.add_used(session, counter, images, now)
 
 
 @dataclass(frozen=True)
