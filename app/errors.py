@@ -8,12 +8,16 @@ OpenAI shape, so partner SDKs surface our messages unchanged.
 from __future__ import annotations
 
 import logging
+import sqlite3
+from types import TracebackType
 from typing import Any, ClassVar
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("ponyserve.errors")
@@ -127,6 +131,17 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
 
 
+# How long a client is told to wait while the database is away: restarts and failovers take
+# seconds, and the worker retries on about the same rhythm.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+def database_unavailable() -> ServiceUnavailable:
+    """The error every caller gets while the database cannot be reached."""
+    return ServiceUnavailable("The database is unreachable; retry shortly.",
+                              headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
+
+
 class GenerationFailed(AppError):
     """A job the worker could not complete; reported on the job, or as 500-free 502 on sync calls."""
 
@@ -190,6 +205,76 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
     return (f"Invalid value for '{param}': {msg}." if param else f"{msg}."), param, "invalid_value"
 
 
+# -- telling an outage from a bug -------------------------------------------------------------
+
+# Postgres SQLSTATEs that mean "the server cannot serve us now", not "our SQL is wrong":
+# 08 connection exception, 53 insufficient resources (too many connections, out of memory,
+# disk full), 57P01-57P05 shutdown, crash recovery, "cannot connect now", idle-session timeout.
+# Deadlocks (40P01), serialization failures (40001) and lock or statement timeouts stay bugs:
+# they point at our lock order or queries, and their traceback must reach the log.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+# SQLite has no SQLSTATE; its OperationalError also covers syntax errors and missing tables,
+# so only these messages count as "cannot reach the file now".
+_SQLITE_UNAVAILABLE_MESSAGES = ("database is locked", "unable to open database file", "disk i/o error")
+# Modules whose frames show that an OSError came from talking to the database.
+_DRIVER_MODULES = ("psycopg", "psycopg_pool", "sqlalchemy", "aiosqlite")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot be reached or is overloaded right now (refused,
+    dropped or terminated connections, a database not accepting connections, pool exhausted) —
+    a condition to retry — rather than that the input or our SQL is wrong. Shared by the API's
+    error handler and the worker's loop."""
+    if isinstance(exc, BaseExceptionGroup):
+        return bool(exc.exceptions) and all(is_database_unavailable(e) for e in exc.exceptions)
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.ProgrammingError)):
+        return False
+    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError)):
+        # TimeoutError: no pooled connection within pool_timeout, i.e. overloaded rather than broken.
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) and _driver_unavailable(exc.orig)
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return _driver_unavailable(exc)
+    if isinstance(exc, OSError):
+        return _raised_in(exc.__traceback__, _DRIVER_MODULES)
+    return False
+
+
+def _driver_unavailable(orig: BaseException | None) -> bool:
+    """Whether the DBAPI error under an SQLAlchemy OperationalError/InterfaceError is an outage."""
+    if isinstance(orig, psycopg.Error):
+        # No SQLSTATE: the failure happened client-side (refused, reset, server closed the connection).
+        return orig.sqlstate is None or orig.sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    if isinstance(orig, sqlite3.Error):
+        return str(orig).lower().startswith(_SQLITE_UNAVAILABLE_MESSAGES)
+    return isinstance(orig, OSError)
+
+
+def _raised_in(tb: TracebackType | None, modules: tuple[str, ...]) -> bool:
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if module.split(".", 1)[0] in modules:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _brief(exc: BaseException) -> str:
+    """The first line of a database error: an outage is one log line, not a page of traceback."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _database_unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
+    # An outage is not a bug: one line without a traceback, and the caller is told when to retry.
+    log.warning("database unavailable: %s", _brief(exc),
+                extra={"method": request.method, "path": request.url.path, "error": type(exc).__name__})
+    err = database_unavailable()
+    return JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -212,8 +297,25 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": {"type": type_, "code": code, "message": str(exc.detail), "param": None}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    # Registered per class so they run in Starlette's ExceptionMiddleware, inside our request
+    # middleware: the request log and latency metric then see the 503, and the exception is
+    # consumed instead of reaching uvicorn's traceback log. Errors of these classes that are
+    # not an outage (an IntegrityError, a disk error of the image store) are re-raised to
+    # the catch-all below, which logs them as the bugs they are.
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_unavailable(exc):
+            return _database_unavailable_response(request, exc)
+        raise exc
+
+    for outage_class in (sa_exc.SQLAlchemyError, psycopg.Error, OSError):
+        app.add_exception_handler(outage_class, _database_error)
+
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Also reached by errors raised outside the ExceptionMiddleware (in middleware, or as an
+        # exception group); an outage is still a 503 there.
+        if is_database_unavailable(exc):
+            return _database_unavailable_response(request, exc)
         log.exception("unhandled error", exc_info=exc)
         body = {"error": {"type": "server_error", "code": "internal_error",
                           "message": "Internal error; it has been logged.", "param": None}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 
 from fastapi import APIRouter, Response
@@ -11,12 +13,21 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from app.billing.metrics import BILLING
-from app.context import ContextDep
+from app.context import AppContext, ContextDep
+from app.errors import ErrorBody, ServiceUnavailable, database_unavailable, is_database_unavailable
 from app.kit.clock import utcnow
 from app.licensing.metrics import LICENSES
 from app.queue import repository as queue
 
+log = logging.getLogger("ponyserve.ops")
+
 router = APIRouter(tags=["operations"])
+
+# A probe must answer within its own timeout even when the database host swallows packets:
+# past this the database counts as down.
+READINESS_DB_TIMEOUT_SECONDS = 2.0
+# With the database up, the usual wait is for a worker to finish loading its models.
+NO_WORKER_RETRY_AFTER_SECONDS = 5
 
 
 class Health(BaseModel):
@@ -27,6 +38,7 @@ class Readiness(BaseModel):
     status: str
     database: bool
     workers: dict[str, int]
+    error: ErrorBody | None = None
 
 
 @router.get("/healthz", response_model=Health)
@@ -37,21 +49,43 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(ctx: ContextDep) -> JSONResponse:
-    """Ready when the database answers and some worker has heartbeated recently."""
-    database, workers = False, dict[str, int]()
+    """Ready when the database answers and some worker has heartbeated recently.
+
+    Otherwise 503 with `Retry-After` and, besides the readiness fields, the usual `error` object."""
+    workers: dict[str, int] | None = None
     try:
-        async with ctx.db.unit_of_work() as session:
-            await session.execute(text("SELECT 1"))
-            database = True
-            since = utcnow() - timedelta(seconds=ctx.settings.worker_stale_seconds)
-            for w in await queue.workers_seen_since(session, since):
-                workers[w.state] = workers.get(w.state, 0) + 1
-    except Exception:
-        database = False
-    ok = database and any(state in ("ready", "busy") for state in workers)
-    body = Readiness(status="ready" if ok else "not_ready", database=database, workers=workers)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503,
-                        headers=None if ok else {"Retry-After": "5"})
+        async with asyncio.timeout(READINESS_DB_TIMEOUT_SECONDS):
+            workers = await _workers_seen(ctx)
+    except Exception as exc:
+        # Never a 500: a probe only needs "not ready". An outage is expected noise at probe rate;
+        # anything else is a bug worth its traceback.
+        if not isinstance(exc, TimeoutError) and not is_database_unavailable(exc):
+            log.exception("readiness check failed")
+    if workers is None:
+        return _not_ready(database=False, workers={}, err=database_unavailable())
+    if not any(state in ("ready", "busy") for state in workers):
+        err = ServiceUnavailable("No worker has reported recently.", code="no_worker",
+                                 headers={"Retry-After": str(NO_WORKER_RETRY_AFTER_SECONDS)})
+        return _not_ready(database=True, workers=workers, err=err)
+    return JSONResponse(Readiness(status="ready", database=True, workers=workers).model_dump(exclude={"error"}))
+
+
+async def _workers_seen(ctx: AppContext) -> dict[str, int]:
+    """Worker counts by state among recent heartbeats; raises when the database does not answer."""
+    workers: dict[str, int] = {}
+    async with ctx.db.unit_of_work() as session:
+        await session.execute(text("SELECT 1"))
+        since = utcnow() - timedelta(seconds=ctx.settings.worker_stale_seconds)
+        for w in await queue.workers_seen_since(session, since):
+            workers[w.state] = workers.get(w.state, 0) + 1
+    return workers
+
+
+def _not_ready(*, database: bool, workers: dict[str, int], err: ServiceUnavailable) -> JSONResponse:
+    # The error object exactly as every other route renders it (``param`` included, even when null).
+    body = {**Readiness(status="not_ready", database=database, workers=workers).model_dump(exclude={"error"}),
+            **err.body()}
+    return JSONResponse(body, status_code=err.status_code, headers=err.headers)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
