@@ -160,6 +160,11 @@ def test_queued_job_reports_position_and_keeps_the_connection_alive(client, cust
     monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.2)
     monkeypatch.setattr(sse, "POLL_SECONDS", 0.1)
     first = _queue(client, customer.headers, **SLOW)
+    # Once the first has been picked up, nothing but it is ahead of the next one.
+    deadline = time.monotonic() + 60
+    while client.get(f"/v1/generations/{first['id']}", headers=customer.headers).json()["status"] == "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     # Another size: it cannot share the first job's batch, so it waits behind it.
     second = _queue(client, customer.headers, steps=2, size="72x72")
     stream = Stream()

@@ -7,12 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.queue.models import Job, JobStatus
 
-_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+_ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.DELIVERING)
 
 
 async def current_job(session: AsyncSession, account_id: str) -> Job | None:
     """The account's newest running generation, else its newest queued one."""
-    running_first = case((Job.status == JobStatus.RUNNING, 0), else_=1)
+    running_first = case((Job.status.in_((JobStatus.RUNNING, JobStatus.DELIVERING)), 0), else_=1)
     stmt = (
         select(Job)
         .where(Job.account_id == account_id, Job.status.in_(_ACTIVE))

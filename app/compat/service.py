@@ -36,7 +36,7 @@ from app.compat.schemas import (
 )
 from app.config import ModelSpec
 from app.context import AppContext
-from app.errors import AppError, Conflict, GenerationFailed, InvalidRequest, PermissionDenied, Timeout
+from app.errors import AppError, GenerationFailed, InvalidRequest, PermissionDenied
 from app.generation import service as generation
 from app.generation.catalog import ModelCatalog
 from app.generation.schemas import MAX_STEPS, GenerationRequest, OutputFormat
@@ -445,18 +445,8 @@ async def txt2img(
     if plan.ignored:
         headers["X-Ignored-Fields"] = ignored_fields_header(plan.ignored)
     ctx.events.work_available()
-    job = await generation.wait_until_finished(ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds,
-                                               disconnected=disconnected)
-    if not JobStatus(job.status).is_terminal:
-        async with ctx.db.unit_of_work() as session:
-            try:
-                job = await generation.cancel(session, principal, job.id)
-            except Conflict:
-                # It finished between the wait's last look and the cancel.
-                job = await generation.get_owned_job(session, principal, job.id)
-        if job.status != JobStatus.SUCCEEDED:
-            raise Timeout(f"Generation {job.id} did not finish within {ctx.settings.max_wait_seconds:g}s; "
-                          "it was cancelled and not charged.", headers=headers)
+    job = await generation.wait_for_result(ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds,
+                                           headers=headers, disconnected=disconnected)
     if job.status != JobStatus.SUCCEEDED:
         raise GenerationFailed(job.error_message or f"Generation {job.status}.",
                                code=job.error_code or "generation_failed", headers=headers)

@@ -22,7 +22,6 @@ from app.errors import (
     GenerationFailed,
     NotFound,
     PermissionDenied,
-    Timeout,
 )
 from app.generation import service
 from app.generation.schemas import (
@@ -73,17 +72,11 @@ async def create_image(
                                     max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key)
     response.headers.update(accepted.headers())
     ctx.events.work_available()
-    job = await service.wait_until_finished(
-        ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds, disconnected=request.is_disconnected
-    )
+    job = await service.wait_for_result(ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds,
+                                        headers=accepted.headers(), disconnected=request.is_disconnected)
     if job.status == JobStatus.SUCCEEDED:
         async with ctx.db.unit_of_work() as session:
             return await ctx.presenter.images(session, job, base_url(request), body.response_format)
-    if not JobStatus(job.status).is_terminal:
-        async with ctx.db.unit_of_work() as session:
-            await service.cancel(session, caller, job.id)
-        raise Timeout(f"Generation {job.id} did not finish within {ctx.settings.max_wait_seconds:g}s; "
-                      "it was cancelled and not charged.")
     raise GenerationFailed(job.error_message or f"Generation {job.status}.", code=job.error_code or "generation_failed",
                            headers=accepted.headers())
 

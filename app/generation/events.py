@@ -78,7 +78,7 @@ def transitions(
     stream opened on a finished job gets only the terminal event.
     """
     events: list[tuple[str, dict[str, Any]]] = []
-    status = JobStatus(job.status)
+    status = JobStatus(JobStatus(job.status).public)
     if status == JobStatus.QUEUED:
         if state.status != JobStatus.QUEUED or queue_position != state.queue_position:
             events.append(("queued", {"id": job.id, "status": "queued", "queue_position": queue_position}))

@@ -15,12 +15,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
 from app.config import ModelSpec
 from app.db import Database
-from app.errors import AppError, Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
+from app.errors import (
+    AppError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ServiceUnavailable,
+    Timeout,
+)
 from app.generation.catalog import ModelCatalog
 from app.generation.schemas import (
     GenerationRequest,
@@ -41,13 +51,14 @@ from app.moderation import Rating, apply_rating_tags
 from app.moderation.service import Screening, moderator_for
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus
-from app.queue.notify import JobEvents, publish_job_changed, publish_work
+from app.queue.notify import JobEvents, publish_work
 from app.quotas import service as quotas
 from app.quotas.limits import Limits, effective_limits
 from app.quotas.service import RateDecision
 from app.runtime.preview import PREVIEW_MEDIA_TYPE
 from app.runtime.samplers import resolve_sampler, samplers_for_family
 from app.runtime.sizes import check_size
+from app.settlement import service as settlement
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner
 
@@ -246,12 +257,27 @@ async def accept(
                 assert job is not None
                 return Accepted(job=job, rate=rate, replayed=True)
         try:
-            async with db.unit_of_work() as session:
-                job = await submit(session, principal, req, catalog, limits=limits, max_queue_depth=max_queue_depth,
-                                   now=now, idempotency_key=idempotency_key, rating=screening.rating,
-                                   screen=partial(moderator.screen, principal, req, endpoint=endpoint))
-                if idempotency_key is not None:
-                    await quotas.finish_idempotent(session, principal.key, idempotency_key, job.id)
+            try:
+                async with db.unit_of_work() as session:
+                    job = await submit(session, principal, req, catalog, limits=limits,
+                                       max_queue_depth=max_queue_depth, now=now, idempotency_key=idempotency_key,
+                                       rating=screening.rating,
+                                       screen=partial(moderator.screen, principal, req, endpoint=endpoint))
+                    if idempotency_key is not None:
+                        await quotas.finish_idempotent(session, principal.key, idempotency_key, job.id)
+            except IntegrityError:
+                # The jobs table allows one job per idempotency key: another request with this key
+                # (one that took over a stale claim, or raced it) created the job first.
+                existing = None if idempotency_key is None else await _job_for_key(db, principal, idempotency_key)
+                if existing is None:
+                    raise
+                return Accepted(job=existing, rate=rate, replayed=True)
+            except RateLimited as exc:
+                if rate is not None and exc.code in quotas.INFLIGHT_CODES:
+                    # Refused before anything was queued: the request does not count against the rate.
+                    async with db.unit_of_work() as session:
+                        await quotas.refund_rate_token(session, principal.key, limits)
+                raise
         except BaseException:
             if idempotency_key is not None:
                 async with db.unit_of_work() as session:
@@ -264,6 +290,11 @@ async def accept(
     return Accepted(job=job, rate=rate, replayed=False)
 
 
+async def _job_for_key(db: Database, principal: Principal, idempotency_key: str) -> Job | None:
+    async with db.unit_of_work() as session:
+        return await queue.job_for_idempotency_key(session, principal.key.id, idempotency_key)
+
+
 async def get_owned_job(session: AsyncSession, principal: Principal, job_id: str) -> Job:
     job = await queue.get_job(session, job_id)
     # Someone else's job is reported absent, not forbidden: ids must not leak existence.
@@ -273,24 +304,16 @@ async def get_owned_job(session: AsyncSession, principal: Principal, job_id: str
 
 
 async def cancel(session: AsyncSession, principal: Principal, job_id: str) -> Job:
+    """Cancels the caller's job wherever it is (queued, running, delivering): it ends ``cancelled``
+    at once and is not charged. 409 if it had already ended (it may have just finished)."""
     job = await get_owned_job(session, principal, job_id)
-    if JobStatus(job.status).is_terminal:
-        raise Conflict(f"Generation '{job_id}' has already {job.status}.", code="job_finished")
-    await _cancel(session, job_id)
+    if JobStatus(job.status).is_terminal or not await settlement.cancel(session, job_id, utcnow()):
+        refreshed = await queue.get_job(session, job_id)
+        assert refreshed is not None
+        raise Conflict(f"Generation '{job_id}' has already {refreshed.status}.", code="job_finished")
     refreshed = await queue.get_job(session, job_id)
     assert refreshed is not None
     return refreshed
-
-
-async def _cancel(session: AsyncSession, job_id: str) -> None:
-    """A queued job is cancelled at once (its reservation released); a running one is flagged,
-    and its worker, woken by the notification, stops it at the next step."""
-    now = utcnow()
-    if await queue.cancel_queued(session, job_id, now):
-        await quotas.settle_job(session, job_id, 0, now)
-    else:
-        await queue.request_cancel(session, job_id)
-    await publish_job_changed(session, job_id)
 
 
 # A waiter re-reads its job at least this often even without a notification (one lost while a
@@ -325,10 +348,31 @@ async def wait_until_finished(
                     return job
             if disconnected is not None and await disconnected():
                 async with db.unit_of_work() as session:
-                    await _cancel(session, job_id)
+                    await settlement.cancel(session, job_id, utcnow())
                 events.job_changed(job_id)
                 disconnected = None
             woken = await subscription.wait(min(max(remaining, 0.0), 1.0))
+
+
+async def wait_for_result(
+    db: Database, events: JobEvents, job_id: str, timeout: float, *, headers: dict[str, str] | None = None,
+    disconnected: Callable[[], Awaitable[bool]] | None = None,
+) -> Job:
+    """The synchronous routes' wait (OpenAI-compatible, A1111): the finished job, or 504 after
+    ``timeout`` — and then the job is cancelled, so "not charged" is true. If the cancel loses
+    because the job finished between the last look and the cancel, the finished job is returned."""
+    job = await wait_until_finished(db, events, job_id, timeout, disconnected=disconnected)
+    if JobStatus(job.status).is_terminal:
+        return job
+    async with db.unit_of_work() as session:
+        cancelled = await settlement.cancel(session, job_id, utcnow())
+        ended = await queue.get_job(session, job_id)
+    assert ended is not None
+    events.job_changed(job_id)
+    if cancelled:
+        raise Timeout(f"Generation {job_id} did not finish within {timeout:g}s; it was cancelled and not charged.",
+                      headers=headers)
+    return ended
 
 
 def preview_data_url(job: Job) -> str | None:
@@ -361,7 +405,7 @@ class Presenter:
         position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
         preview = preview_data_url(job)
         return JobOut(
-            id=job.id, status=job.status,
+            id=job.id, status=JobStatus(job.status).public,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             queue_position=position,
             progress=Progress(step=job.progress_step, total=job.steps, preview=preview,

@@ -63,6 +63,17 @@ async def add_reserved(session: AsyncSession, license_id: str, day: date, n: int
     ))
 
 
+async def add_used(session: AsyncSession, license_id: str, day: date, n: int, *, overage: bool) -> None:
+    """Counts ``n`` images delivered outside any reservation (a withheld image released by review)."""
+    insert = dialect_insert(session)
+    stmt = insert(LicenseUsageDaily).values(license_id=license_id, day=day, used=n, reserved=0,
+                                            overage=n if overage else 0)
+    await session.execute(stmt.on_conflict_do_update(
+        index_elements=[LicenseUsageDaily.license_id, LicenseUsageDaily.day],
+        set_={"used": LicenseUsageDaily.used + n, "overage": LicenseUsageDaily.overage + (n if overage else 0)},
+    ))
+
+
 async def settle(session: AsyncSession, license_id: str, day: date, *, reserved: int, used: int, overage: int
                  ) -> None:
     await session.execute(
@@ -91,14 +102,14 @@ async def add_revenue(session: AsyncSession, entry: RevenueEntry) -> RevenueEntr
 
 
 async def ledger_month(session: AsyncSession, start: datetime, end: datetime) -> Sequence[Any]:
-    """Images per (licence, model, UTC day, paid plan?, overage?) for ledger rows in [start, end)."""
-    day = func.date(UsageEntry.created_at) if session.get_bind().dialect.name == "sqlite" else \
-        func.date(func.timezone("UTC", UsageEntry.created_at))
+    """Images per (licence, model, UTC day, paid plan?, overage?) for ledger rows counted in days
+    [start, end): the day an image counts in is its reservation's, as on the licence counters."""
     stmt = (
-        select(UsageEntry.license, UsageEntry.model, day.label("day"), UsageEntry.plan_paid,
+        select(UsageEntry.license, UsageEntry.model, UsageEntry.usage_day.label("day"), UsageEntry.plan_paid,
                UsageEntry.license_overage, func.sum(UsageEntry.images).label("images"))
-        .where(UsageEntry.created_at >= start, UsageEntry.created_at < end)
-        .group_by(UsageEntry.license, UsageEntry.model, day, UsageEntry.plan_paid, UsageEntry.license_overage)
+        .where(UsageEntry.usage_day >= start.date(), UsageEntry.usage_day < end.date())
+        .group_by(UsageEntry.license, UsageEntry.model, UsageEntry.usage_day, UsageEntry.plan_paid,
+                  UsageEntry.license_overage)
     )
     return (await session.execute(stmt)).all()
 

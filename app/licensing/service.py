@@ -130,6 +130,12 @@ async def settle(session: AsyncSession, job: Job, delivered: int) -> None:
                       overage=used if job.license_overage else 0)
 
 
+async def record_late_use(session: AsyncSession, job: Job, images: int, day: date) -> None:
+    """Images of ``job`` delivered after its reservation was settled (released by review), counted on ``day``."""
+    if job.license is not None:
+        await repo.add_used(session, job.license, day, images, overage=job.license_overage)
+
+
 # -- live status -------------------------------------------------------------------------
 
 

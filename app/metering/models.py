@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, false
+from sqlalchemy import BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -18,6 +18,7 @@ class UsageEntry(Base):
         Index("ix_usage_ledger_key_created", "api_key_id", "created_at"),
         Index("ix_usage_ledger_job_id", "job_id"),
         Index("ix_usage_ledger_license_created", "license", "created_at"),
+        Index("ix_usage_ledger_license_usage_day", "license", "usage_day"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
@@ -41,4 +42,8 @@ class UsageEntry(Base):
     license_overage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Thousandths of a reference image (1024x1024, 30 steps): what price plans multiply.
     price_units: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The UTC day this image counts in — the day its job's quota and licence reservation was
+    # taken — so counters, rollups and licence reports put it in the same period even when the
+    # job finishes after midnight (or at month end). ``created_at`` stays when it was written.
+    usage_day: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -23,7 +23,7 @@ async def append(session: AsyncSession, entries: Sequence[UsageEntry]) -> None:
     await enqueue_billable(session, entries)
     totals: dict[tuple[date, str, str, str], dict[str, Any]] = {}
     for e in entries:
-        k = (e.created_at.date(), e.account_id, e.api_key_id, e.model)
+        k = (e.usage_day, e.account_id, e.api_key_id, e.model)
         t = totals.setdefault(k, {"day": k[0], "account_id": k[1], "api_key_id": k[2], "model": k[3],
                                   "license": e.license, "images": 0, "megapixel_steps": 0.0, "gpu_seconds": 0.0,
                                   "price_units": 0})

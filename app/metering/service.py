@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from app.metering.models import UsageEntry
 from app.queue.models import Job, JobOutput
@@ -21,8 +21,10 @@ def price_units(width: int, height: int, steps: int) -> int:
     return max(1, round(1000 * megapixel_steps(width, height, steps) / _REFERENCE_MP_STEPS))
 
 
-def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, now: datetime) -> list[UsageEntry]:
-    """One row per image, GPU time shared evenly among the job's images."""
+def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, now: datetime,
+                period_day: date) -> list[UsageEntry]:
+    """One row per image, GPU time shared evenly among the job's images, counted in the day
+    ``period_day`` (the day the job's reservation was taken in), whenever it is written."""
     per_image = gpu_seconds / max(len(outputs), 1)
     return [
         UsageEntry(
@@ -31,7 +33,7 @@ def ledger_rows(job: Job, outputs: Sequence[JobOutput], *, gpu_seconds: float, n
             steps=job.steps, megapixel_steps=megapixel_steps(out.width, out.height, job.steps),
             gpu_seconds=round(per_image, 6), price_units=price_units(out.width, out.height, job.steps),
             plan_code=job.plan_code, plan_paid=job.plan_paid, license_overage=job.license_overage,
-            created_at=now,
+            usage_day=period_day, created_at=now,
         )
         for out in outputs
     ]

@@ -47,6 +47,7 @@ from app.moderation import repository as repo
 from app.moderation.classifier import ImageClassifier, load_classifier
 from app.moderation.models import ArtistOptOut, ModerationAuditEntry, ModerationIncident, ModerationReview
 from app.queue.models import Job, JobOutput, OutputStatus
+from app.settlement import service as settlement
 
 log = logging.getLogger("ponyserve.moderation")
 
@@ -433,10 +434,13 @@ async def import_optouts(session: AsyncSession, actor: Principal, text: str) -> 
 
 @dataclass(frozen=True)
 class Verdict:
-    """What happens to one generated image: delivered, or withheld for review (and whether it is charged)."""
+    """What happens to one generated image: delivered, or withheld for review.
+
+    A withheld image is not charged nor counted against its licence unless a moderator approves
+    it: then it is delivered, and settled like any delivery (``app.settlement.deliver_approved``).
+    """
 
     withhold: bool
-    charge: bool
     score: float | None
     threshold: float
 
@@ -470,7 +474,7 @@ class OutputReviewer:
             if len(scores) != len(images):
                 raise RuntimeError(f"classifier returned {len(scores)} scores for {len(images)} images")
         except Exception:
-            # Fail closed: an image nobody could score is held for a human, and not charged.
+            # Fail closed: an image nobody could score is held for a human (charged only if released).
             CLASSIFIER_FAILURES.inc()
             log.exception("output classifier failed; withholding the batch for review",
                           extra={"jobs": [j.id for j in jobs]})
@@ -478,11 +482,9 @@ class OutputReviewer:
         CLASSIFIER_SECONDS.observe(time.perf_counter() - started)
         verdicts: list[Verdict | None] = []
         for job, score in zip(jobs, scores, strict=True):
-            rating, threshold = accounts.get(job.account_id, ("safe", 0.8))
+            _, threshold = accounts.get(job.account_id, ("safe", 0.8))
             withhold = score is None or score > threshold
-            # A safe account asked for safe images: one we hold back is not what it paid for.
-            charge = not withhold or (score is not None and account_rating(rating) != "safe")
-            verdicts.append(Verdict(withhold=withhold, charge=charge, score=score, threshold=threshold))
+            verdicts.append(Verdict(withhold=withhold, score=score, threshold=threshold))
         return verdicts
 
 
@@ -520,10 +522,16 @@ async def _pending_review(session: AsyncSession, review_id: str) -> ModerationRe
 
 async def approve_review(session: AsyncSession, actor: Principal, review_id: str, note: str | None
                          ) -> ModerationReview:
-    """Releases the image: its owner can fetch it from now on."""
+    """Releases the image: its owner can fetch it from now on, and it is settled like any delivery
+    (usage, licence count, ledger and, on paid plans, billing)."""
     review = await _pending_review(session, review_id)
-    review.status, review.decided_by, review.decided_at, review.note = "approved", actor.key.id, utcnow(), note
-    await repo.set_output_status(session, review.image_id, OutputStatus.DELIVERED)
+    now = utcnow()
+    review.status, review.decided_by, review.decided_at, review.note = "approved", actor.key.id, now, note
+    output = await repo.get_output(session, review.image_id)
+    job = await session.get(Job, review.job_id)
+    if output is None or job is None:
+        raise NotFound(f"The image of review '{review_id}' no longer exists.", code="image_removed", param="id")
+    await settlement.deliver_approved(session, job, output, now=now)
     await audit(session, actor, "review.approve", "review", review.id, image_id=review.image_id,
                 account_id=review.account_id, note=note)
     await session.flush()

@@ -13,8 +13,13 @@ from app.kit.clock import utcnow
 
 
 class JobStatus(StrEnum):
+    """A job's place in its lifecycle; the transitions between them live in ``app.queue.lifecycle``."""
+
     QUEUED = "queued"
     RUNNING = "running"
+    # Generated; its images are being encoded, reviewed, stored and settled. Shown to callers as
+    # ``running`` (the public contract has no such state): it is the last moment a cancel still wins.
+    DELIVERING = "delivering"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -22,6 +27,11 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def public(self) -> str:
+        """The status partners see: ``delivering`` is still ``running`` to them."""
+        return JobStatus.RUNNING.value if self == JobStatus.DELIVERING else self.value
 
 
 class OutputStatus(StrEnum):
@@ -37,6 +47,9 @@ class Job(Base):
         Index("ix_jobs_claim", "status", "priority", "created_at"),
         Index("ix_jobs_account_created", "account_id", "created_at"),
         Index("ix_jobs_key_status", "api_key_id", "status"),
+        # One job per idempotency key, enforced by the database: no race between two requests
+        # carrying the same key can create a second job (NULL keys are all distinct).
+        Index("uq_jobs_api_key_id_idempotency_key", "api_key_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

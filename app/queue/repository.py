@@ -1,9 +1,8 @@
 """All SQL of the job queue.
 
 Claiming is a two-step, row-locking affair on Postgres (``FOR UPDATE SKIP LOCKED``
-so workers never wait on each other), and every state change is a conditional
-``UPDATE … WHERE status = … RETURNING`` so a stale worker can never overwrite a
-job that has moved on (that guard is what makes "charged at most once" hold).
+so workers never wait on each other). State changes are not here: they are the
+transitions of ``app.queue.lifecycle``.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.queue import lifecycle
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
 
 
@@ -25,6 +25,11 @@ async def insert_job(session: AsyncSession, job: Job) -> None:
 
 async def get_job(session: AsyncSession, job_id: str) -> Job | None:
     return await session.get(Job, job_id, populate_existing=True)
+
+
+async def job_for_idempotency_key(session: AsyncSession, api_key_id: str, idempotency_key: str) -> Job | None:
+    stmt = select(Job).where(Job.api_key_id == api_key_id, Job.idempotency_key == idempotency_key)
+    return (await session.execute(stmt)).scalar_one_or_none()
 
 
 async def outputs_of(session: AsyncSession, job_id: str, *, include_withheld: bool = False) -> Sequence[JobOutput]:
@@ -134,85 +139,17 @@ async def _companions(session: AsyncSession, batch_key: str, room: int, *, exclu
 async def _claim(
     session: AsyncSession, chosen: list[str], *, worker_id: str, now: datetime, lease_until: datetime
 ) -> list[Job]:
-    """Queued → running for the chosen ids still queued (only rows really claimed come back), in order."""
-    claimed = await session.execute(
-        update(Job)
-        .where(Job.id.in_(chosen), _QUEUED)
-        .values(status=JobStatus.RUNNING, worker_id=worker_id, attempts=Job.attempts + 1,
-                started_at=now, lease_expires_at=lease_until, progress_step=0)
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    )
-    jobs = list(claimed.scalars().all())
-    jobs.sort(key=lambda j: chosen.index(j.id))
-    return jobs
-
-
-async def mark_succeeded(
-    session: AsyncSession, *, job_id: str, worker_id: str, now: datetime, gpu_seconds: float
-) -> bool:
-    """Running → succeeded, only if this worker still owns the job."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
-        .values(status=JobStatus.SUCCEEDED, finished_at=now, lease_expires_at=None, gpu_seconds=gpu_seconds,
-                progress_step=Job.steps, preview=None, preview_step=None)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
-
-
-async def mark_failed(
-    session: AsyncSession, *, job_id: str, worker_id: str, now: datetime, code: str, message: str,
-    status: JobStatus = JobStatus.FAILED,
-) -> bool:
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
-        .values(status=status, finished_at=now, lease_expires_at=None, error_code=code, error_message=message,
-                preview=None, preview_step=None)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
-
-
-async def cancel_queued(session: AsyncSession, job_id: str, now: datetime) -> bool:
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True,
-                error_code="cancelled", error_message="Cancelled by the caller.")
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
-
-
-async def request_cancel(session: AsyncSession, job_id: str) -> bool:
-    """Flags a running job; its worker stops at the next step."""
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(cancel_requested=True)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none() is not None
-
-
-async def cancel_flags(session: AsyncSession, job_ids: Sequence[str]) -> set[str]:
-    stmt = select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
-    return set((await session.execute(stmt)).scalars().all())
+    return await lifecycle.claim(session, chosen, worker_id=worker_id, now=now, lease_until=lease_until)
 
 
 async def set_progress(
-    session: AsyncSession, job_ids: Sequence[str], step: int, previews: Mapping[str, tuple[int, str]] | None = None,
+    session: AsyncSession, job_ids: Sequence[str], step: int, *, worker_id: str,
+    previews: Mapping[str, tuple[int, str]] | None = None,
 ) -> set[str]:
     """The batch's step on all its running jobs, and each new preview ``{job_id: (step, base64 JPEG)}``
     on its own job, in one statement whatever the number of jobs and previews. Returns the ids of
-    the jobs whose cancellation was requested, so the watcher needs no second query."""
+    the jobs this worker is still generating: any other was cancelled or taken from it, so the
+    watcher needs no second query."""
     values: dict[str, Any] = {"progress_step": step}
     if previews:
         # CASE keyed on the id keeps it one UPDATE: jobs without a new preview keep their own.
@@ -221,44 +158,25 @@ async def set_progress(
         values["preview_step"] = case({job_id: at for job_id, (at, _) in previews.items()}, value=Job.id,
                                       else_=Job.preview_step)
     rows = await session.execute(
-        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING).values(**values)
-        .returning(Job.id, Job.cancel_requested)
+        update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
+        .values(**values).returning(Job.id)
         .execution_options(synchronize_session=False)
     )
-    return {job_id for job_id, cancel in rows.all() if cancel}
+    return set(rows.scalars().all())
 
 
-async def renew_leases(session: AsyncSession, worker_id: str, lease_until: datetime) -> None:
-    await session.execute(
-        update(Job).where(Job.worker_id == worker_id, Job.status == JobStatus.RUNNING)
-        .values(lease_expires_at=lease_until).execution_options(synchronize_session=False)
-    )
+async def still_generating(session: AsyncSession, job_ids: Sequence[str], *, worker_id: str) -> set[str]:
+    """The ids of ``job_ids`` this worker is still generating (the others were cancelled or lost)."""
+    stmt = select(Job.id).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING, Job.worker_id == worker_id)
+    return set((await session.execute(stmt)).scalars().all())
 
 
-async def requeue_expired(
-    session: AsyncSession, *, now: datetime, max_attempts: int, worker_id: str | None = None
-) -> tuple[list[str], list[str]]:
-    """Jobs whose worker vanished: retried while attempts remain, failed after. Returns (retried, failed).
-
-    Without ``worker_id``, the running jobs whose lease has expired; with it, every running job
-    of that worker, known dead (its supervisor saw it exit), lease or not.
-    """
-    expired = and_(Job.status == JobStatus.RUNNING,
-                   Job.lease_expires_at < now if worker_id is None else Job.worker_id == worker_id)
-    retried = await session.execute(
-        update(Job).where(expired, Job.attempts < max_attempts)
-        .values(status=JobStatus.QUEUED, worker_id=None, lease_expires_at=None, progress_step=0, preview=None,
-                preview_step=None)
-        .returning(Job.id).execution_options(synchronize_session=False)
-    )
-    failed = await session.execute(
-        update(Job).where(expired, Job.attempts >= max_attempts)
-        .values(status=JobStatus.FAILED, finished_at=now, lease_expires_at=None, preview=None, preview_step=None,
-                error_code="worker_lost",
-                error_message="The worker running this job stopped responding; it was not charged.")
-        .returning(Job.id).execution_options(synchronize_session=False)
-    )
-    return list(retried.scalars().all()), list(failed.scalars().all())
+async def abandoned_job_ids(session: AsyncSession, *, now: datetime, worker_id: str | None, limit: int) -> list[str]:
+    """Working jobs whose lease expired before ``now`` or, with ``worker_id``, all that worker's working jobs."""
+    condition = and_(Job.status.in_(lifecycle.WORKING),
+                     Job.lease_expires_at < now if worker_id is None else Job.worker_id == worker_id)
+    stmt = select(Job.id).where(condition).order_by(Job.id).limit(limit)
+    return list((await session.execute(stmt)).scalars().all())
 
 
 async def upsert_worker(session: AsyncSession, worker: Worker) -> None:

@@ -1,9 +1,10 @@
-"""Turning claimed jobs into one runtime call and its results back into rows (no I/O here)."""
+"""A claimed batch and its states, and turning its jobs into one runtime call (no I/O here)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from app.queue.models import Job
 from app.runtime.encoding import a1111_parameters
@@ -44,3 +45,47 @@ def infotext(slot: Slot) -> str:
 
 def storage_key(job: Job, index: int, image_id: str) -> str:
     return f"{job.created_at:%Y/%m/%d}/{job.id}/{index}-{image_id}.{job.output_format}"
+
+
+class BatchState(StrEnum):
+    """Where one claimed batch is; the worker renews the leases of batches that are not yet done."""
+
+    CLAIMED = "claimed"  # claimed, maybe still waiting for companions
+    GENERATING = "generating"  # in the pipeline call
+    DELIVERING = "delivering"  # encoding, review, storage, settlement
+    SETTLED = "settled"  # every job ended (by this worker, or by a cancel or the sweeper)
+    ABANDONED = "abandoned"  # its database work failed; its jobs are given back (retried or failed)
+
+    @property
+    def done(self) -> bool:
+        return self in (BatchState.SETTLED, BatchState.ABANDONED)
+
+
+_NEXT: dict[BatchState, frozenset[BatchState]] = {
+    BatchState.CLAIMED: frozenset({BatchState.GENERATING, BatchState.ABANDONED}),
+    BatchState.GENERATING: frozenset({BatchState.DELIVERING, BatchState.SETTLED, BatchState.ABANDONED}),
+    BatchState.DELIVERING: frozenset({BatchState.SETTLED, BatchState.ABANDONED}),
+    BatchState.SETTLED: frozenset(),
+    BatchState.ABANDONED: frozenset(),
+}
+
+
+@dataclass
+class Batch:
+    """Jobs claimed together and run as one pipeline call, with their explicit state."""
+
+    jobs: list[Job]
+    state: BatchState = BatchState.CLAIMED
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [j.id for j in self.jobs]
+
+    def advance(self, to: BatchState) -> None:
+        if to not in _NEXT[self.state]:
+            raise RuntimeError(f"batch cannot go from {self.state} to {to}")
+        self.state = to
+
+    def keep(self, job_ids: set[str]) -> None:
+        """Drops the jobs that are no longer this batch's to finish (cancelled, or taken by the sweeper)."""
+        self.jobs = [j for j in self.jobs if j.id in job_ids]

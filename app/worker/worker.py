@@ -1,8 +1,15 @@
-"""The queue worker: claim a batch, run it on the runtime, commit outcome and usage together.
+"""The queue worker: claim a batch, run it on the runtime, deliver it, and settle each job.
 
 One asyncio task drives the loop; the blocking pipeline call runs on one dedicated thread and
 image encoding in a small pool, so the event loop (and, in embedded mode, the API
 sharing it) stays responsive, and the accelerator never waits on PNG compression.
+
+Each batch goes claimed → generating → delivering → settled (``app.worker.batch``), and the
+worker renews the leases of the jobs of unfinished batches only. When a batch's database work
+fails (the database went away), the batch is abandoned: its jobs stop being renewed and are
+given back — retried once, then failed, never charged — in fresh transactions as soon as the
+database answers again (or, if this worker dies first, by any worker's lease sweeper). Every
+job ends through ``app.settlement``, one job per transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from functools import partial
 from typing import Any, cast
 
 from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
 
 import app.models  # noqa: F401  (a worker alone must still know every table its rows point to)
 from app.config import Settings
@@ -29,14 +37,12 @@ from app.db import Database
 from app.generation.schemas import OutputFormat
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
-from app.metering import repository as ledger
-from app.metering.service import ledger_rows
 from app.moderation.service import OutputReviewer, Verdict, record_withheld
 from app.observability.metrics import BATCH_IMAGES, IMAGES_GENERATED, JOBS_FINISHED, PIPELINE_SECONDS
+from app.queue import lifecycle
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
 from app.queue.notify import JobEvents, publish_job_changed
-from app.quotas import service as quotas
 from app.quotas.repository import purge_expired_idempotency
 from app.runtime.encoding import encode_image
 from app.runtime.preview import encode_preview
@@ -49,8 +55,9 @@ from app.runtime.types import (
     RuntimeModelError,
     StepCallback,
 )
+from app.settlement import service as settlement
 from app.storage.local import LocalImageStore
-from app.worker.batch import Slot, infotext, plan_call, storage_key
+from app.worker.batch import Batch, BatchState, Slot, infotext, plan_call, storage_key
 from app.worker.recovery import recover_jobs
 from app.worker.state import WorkerState
 
@@ -59,6 +66,11 @@ log = logging.getLogger("ponyserve.worker")
 # How often a running batch's progress is written and published: SSE clients see a step within
 # this (plus a notification's few ms), well inside the promised second.
 PROGRESS_INTERVAL_SECONDS = 0.4
+# How often this worker looks for jobs whose lease expired (any worker's).
+SWEEP_INTERVAL_SECONDS = 5.0
+# Backoff after a failed loop iteration (the database is away, most likely): short and capped,
+# so the worker is back within seconds of the database's return.
+MIN_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS = 0.25, 2.0
 
 
 class _BatchMonitor:
@@ -143,6 +155,10 @@ class QueueWorker:
         # that compete for the same cores.
         self._pipeline = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._started_at = utcnow()
+        # Batches claimed and not yet done: their jobs are the only ones whose leases are renewed.
+        self._batches: list[Batch] = []
+        # Jobs of abandoned batches, given back (retried or failed) once the database answers.
+        self._abandoned: set[str] = set()
         # Loaded at start-up: a configured classifier that cannot load stops the worker here,
         # rather than letting it deliver unreviewed images.
         self.reviewer = OutputReviewer.from_settings(db, settings, device=device)
@@ -163,50 +179,52 @@ class QueueWorker:
             await self._preload()
             self.state = WorkerState.READY
             await self._heartbeat()
-            last_sweep, backoff = 0.0, 0.5
-            # The previous batch's delivery (encoding, review, storage, the completion transaction)
-            # runs while the next batch generates, so the accelerator does not wait for it; at most
-            # one delivery is outstanding.
+            last_sweep, backoff = 0.0, MIN_BACKOFF_SECONDS
+            # The previous batch's delivery (encoding, review, storage, settlement) runs while the
+            # next batch generates, so the accelerator does not wait for it; at most one delivery
+            # is outstanding. A delivery never raises: it settles or abandons its batch.
             delivering: asyncio.Task[None] | None = None
             while not self._stopping.is_set():
                 try:
-                    if time.monotonic() - last_sweep > 5.0:
+                    await self._give_back_abandoned()
+                    if time.monotonic() - last_sweep > SWEEP_INTERVAL_SECONDS:
                         await self._sweep()
                         last_sweep = time.monotonic()
-                    jobs = await self._claim()
-                    if not jobs and delivering is not None:
+                    batch = await self._claim()
+                    if batch is None and delivering is not None:
                         # Nothing to overlap it with: finish the delivery now, then look again.
                         finishing, delivering = delivering, None
                         await finishing
                         continue
-                    if not jobs:
+                    if batch is None:
                         self.state = WorkerState.READY
                         await self.events.wait_work(timeout=1.0)
                         continue
                     self.state = WorkerState.BUSY
-                    delivery = await self._run_batch(jobs)
+                    delivery = await self._run_batch(batch)
                     previous, delivering = delivering, (
-                        asyncio.create_task(delivery, name=f"deliver-{jobs[0].id}") if delivery is not None else None
+                        asyncio.create_task(delivery, name=f"deliver-{batch.job_ids[0]}")
+                        if delivery is not None else None
                     )
                     if previous is not None:
                         await previous
                     self.state = WorkerState.DRAINING if self._stopping.is_set() else WorkerState.READY
-                    backoff = 0.5
-                except Exception:
-                    # The database went away mid-iteration, most likely. Jobs this worker holds keep
-                    # their leases and are retried by the sweeper if it does not come back in time.
+                    backoff = MIN_BACKOFF_SECONDS
+                except Exception as exc:
                     self.state = WorkerState.FAILED
-                    log.exception("worker loop failed; retrying in %.1fs", backoff)
+                    if isinstance(exc, SQLAlchemyError):
+                        log.warning("database unavailable (%s); retrying in %.2fs", _brief(exc), backoff)
+                    else:
+                        log.exception("worker loop failed; retrying in %.2fs", backoff)
                     with contextlib.suppress(Exception):
                         await self._heartbeat()
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             if delivering is not None:
-                try:
-                    await delivering
-                except Exception:
-                    # Its jobs keep their leases and are retried by another worker's sweeper.
-                    log.exception("delivering the last batch failed")
+                await delivering
+            with contextlib.suppress(Exception):
+                # Whatever is still abandoned is left to the lease sweeper of another worker.
+                await self._give_back_abandoned()
         finally:
             self.state = WorkerState.STOPPED
             beat.cancel()
@@ -240,13 +258,16 @@ class QueueWorker:
                 id=self.id, host=socket.gethostname(), device=self.device, state=self.state.value,
                 models=self.registry.loaded_names(), started_at=self._started_at, heartbeat_at=now,
             ))
-            await queue.renew_leases(session, self.id, now + timedelta(seconds=self.settings.job_lease_seconds))
+            await lifecycle.renew_leases(session, self.id, self._working_ids(),
+                                         now + timedelta(seconds=self.settings.job_lease_seconds))
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             try:
                 await self._heartbeat()
+            except SQLAlchemyError as exc:
+                log.warning("heartbeat failed: %s", _brief(exc))
             except Exception:
                 log.exception("heartbeat failed")
 
@@ -258,30 +279,63 @@ class QueueWorker:
         for job_id in (*retried, *failed):
             self.events.job_changed(job_id)
 
-    async def _claim(self) -> list[Job]:
+    # -- batches and their leases ------------------------------------------------------
+
+    def _working_ids(self) -> list[str]:
+        return [job_id for batch in self._batches if not batch.state.done for job_id in batch.job_ids]
+
+    def _done(self, batch: Batch, state: BatchState) -> None:
+        batch.advance(state)
+        if batch in self._batches:
+            self._batches.remove(batch)
+
+    def _abandon(self, batch: Batch, exc: BaseException) -> None:
+        """The batch's database work failed: its jobs are no longer renewed and will be given back."""
+        log.warning("database work for jobs %s failed (%s); giving them back", batch.job_ids, _brief(exc))
+        self._abandoned.update(batch.job_ids)
+        self._done(batch, BatchState.ABANDONED)
+
+    async def _give_back_abandoned(self) -> None:
+        """Retries (or fails, retries used up) the jobs of abandoned batches still held by this worker."""
+        if not self._abandoned:
+            return
+        ids = sorted(self._abandoned)
+        retried, failed = await recover_jobs(self.db, now=utcnow(), worker_id=self.id, job_ids=ids)
+        self._abandoned.difference_update(ids)
+        for job_id in (*retried, *failed):
+            self.events.job_changed(job_id)
+
+    async def _claim(self) -> Batch | None:
         jobs = await self._claim_with(partial(
             queue.claim_batch, worker_id=self.id, models=self.registry.names(), max_images=self.max_batch_images,
             loaded=self.registry.loaded_names(), affinity=timedelta(seconds=self.settings.model_affinity_seconds),
         ))
-        if jobs and self.settings.batch_window_ms > 0:
-            jobs += await self._await_companions(jobs[0].batch_key, sum(j.n for j in jobs))
-        return jobs
+        if not jobs:
+            return None
+        batch = Batch(jobs)
+        self._batches.append(batch)
+        if self.settings.batch_window_ms > 0:
+            try:
+                await self._await_companions(batch)
+            except Exception as exc:
+                self._abandon(batch, exc)
+                raise
+        return batch
 
-    async def _await_companions(self, batch_key: str, images: int) -> list[Job]:
+    async def _await_companions(self, batch: Batch) -> None:
         """Holds a batch that has room for up to ``batch_window_ms``, claiming jobs with its batch
         key as they are queued; returns as soon as the batch is full."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.batch_window_ms / 1000
-        extra: list[Job] = []
+        images = sum(j.n for j in batch.jobs)
         while images < self.max_batch_images and (remaining := deadline - loop.time()) > 0:
             await self.events.wait_work(timeout=remaining)
             more = await self._claim_with(partial(
-                queue.claim_companions, worker_id=self.id, batch_key=batch_key,
+                queue.claim_companions, worker_id=self.id, batch_key=batch.jobs[0].batch_key,
                 max_images=self.max_batch_images - images,
             ))
-            extra += more
+            batch.jobs += more
             images += sum(j.n for j in more)
-        return extra
 
     async def _claim_with(
         self, claim: Callable[..., Awaitable[list[Job]]]
@@ -298,8 +352,12 @@ class QueueWorker:
 
     # -- one batch -------------------------------------------------------------------
 
-    async def _run_batch(self, jobs: list[Job]) -> Coroutine[Any, Any, None] | None:
-        """Generates one batch; returns its delivery, to be awaited, or None when nothing is left to deliver."""
+    async def _run_batch(self, batch: Batch) -> Coroutine[Any, Any, None] | None:
+        """Generates one batch; returns its delivery, to be awaited, or None when nothing is left to deliver.
+
+        Raises (after abandoning the batch) when its database work fails."""
+        batch.advance(BatchState.GENERATING)
+        jobs = batch.jobs
         params, prompts, slots = plan_call(jobs)
         monitor = _BatchMonitor([j.id for j in jobs], previews={
             index: (slot.job.id, slot.job.preview_every)
@@ -312,17 +370,17 @@ class QueueWorker:
                 self._pipeline, self._generate, jobs[0].model, params, prompts, monitor.on_step, monitor.preview_hook()
             )
         except GenerationCancelled:
-            await self._finish_unsuccessful(jobs, JobStatus.CANCELLED, "cancelled", "Cancelled by the caller.")
+            # Every job of the call was cancelled (and so already settled) or taken from this worker.
+            self._done(batch, BatchState.SETTLED)
             return None
         except RuntimeModelError as exc:
             log.error("model %s failed to load: %s", jobs[0].model, exc)
-            await self._finish_unsuccessful(jobs, JobStatus.FAILED, "model_unavailable", str(exc))
+            await self._end_jobs(batch, jobs, JobStatus.FAILED, "model_unavailable", str(exc))
             return None
         except Exception as exc:
-            log.exception("pipeline failed for batch %s", [j.id for j in jobs])
-            await self._finish_unsuccessful(
-                jobs, JobStatus.FAILED, "pipeline_error", f"The model failed on this request ({type(exc).__name__})."
-            )
+            log.exception("pipeline failed for batch %s", batch.job_ids)
+            await self._end_jobs(batch, jobs, JobStatus.FAILED, "pipeline_error",
+                                 f"The model failed on this request ({type(exc).__name__}); it was not charged.")
             return None
         finally:
             watcher.cancel()
@@ -336,21 +394,65 @@ class QueueWorker:
         too_big = {slot.job.id for slot, r in zip(slots, results, strict=True) if isinstance(r, Exception)}
         if too_big:
             log.error("out of device memory for jobs %s", sorted(too_big))
-            await self._finish_unsuccessful([j for j in jobs if j.id in too_big], JobStatus.FAILED, "out_of_memory",
-                                            "The accelerator ran out of memory for this request; it was not charged.")
-            jobs = [j for j in jobs if j.id not in too_big]
-            kept = [(s, r) for s, r in zip(slots, results, strict=True) if s.job.id not in too_big]
-            slots, results = [s for s, _ in kept], [r for _, r in kept]
-            if not jobs:
+            await self._end_jobs(batch, [j for j in jobs if j.id in too_big], JobStatus.FAILED, "out_of_memory",
+                                 "The accelerator ran out of memory for this request; it was not charged.")
+            if batch.state.done:
                 return None
-        images = [r for r in results if isinstance(r, Image.Image)]
-        return self._deliver(jobs, slots, images, elapsed, set(monitor.cancelled))
+        try:
+            async with self.db.unit_of_work() as session:
+                moving = await lifecycle.start_delivery(session, batch.job_ids, worker_id=self.id)
+        except Exception as exc:
+            self._abandon(batch, exc)
+            raise
+        # A job cancelled (or taken by the sweeper) while it generated is no longer ours to deliver.
+        batch.keep(moving)
+        if not batch.jobs:
+            self._done(batch, BatchState.SETTLED)
+            return None
+        batch.advance(BatchState.DELIVERING)
+        kept = [(s, r) for s, r in zip(slots, results, strict=True) if s.job.id in moving]
+        images = [r for _, r in kept if isinstance(r, Image.Image)]
+        return self._deliver(batch, [s for s, _ in kept], images, elapsed)
 
-    async def _deliver(self, jobs: list[Job], slots: list[Slot], images: list[Image.Image], elapsed: float,
-                       cancelled: set[str]) -> None:
-        encoded, verdicts = await asyncio.gather(self._encode(slots, images),
-                                                 self.reviewer.assess([s.job for s in slots], images))
-        await self._commit(jobs, slots, encoded, elapsed, cancelled, verdicts)
+    async def _end_jobs(self, batch: Batch, jobs: Sequence[Job], status: JobStatus, code: str, message: str) -> None:
+        """Ends ``jobs`` of the batch unsuccessfully (uncharged), each in its own transaction; the batch
+        is settled once none is left. A database failure abandons the whole batch and is raised."""
+        ended = []
+        try:
+            for job in jobs:
+                async with self.db.unit_of_work() as session:
+                    if await settlement.end_unsuccessfully(session, job.id, status=status, code=code, message=message,
+                                                           now=utcnow(), worker_id=self.id):
+                        ended.append(job)
+        except Exception as exc:
+            self._abandon(batch, exc)
+            raise
+        finally:
+            for job in ended:
+                JOBS_FINISHED.labels(status.value, job.model).inc()
+                self.events.job_changed(job.id)
+        batch.keep({j.id for j in batch.jobs} - {j.id for j in jobs})
+        if not batch.jobs:
+            self._done(batch, BatchState.SETTLED)
+
+    async def _deliver(self, batch: Batch, slots: list[Slot], images: list[Image.Image], elapsed: float) -> None:
+        """Encodes, reviews, stores and settles the batch. Never raises: a database failure abandons
+        what is not settled yet, any other failure ends those jobs failed and uncharged."""
+        stored: dict[str, list[JobOutput]] = {}
+        try:
+            encoded, verdicts = await asyncio.gather(self._encode(slots, images),
+                                                     self.reviewer.assess([s.job for s in slots], images))
+            withheld = await self._store(slots, encoded, verdicts, into=stored)
+            await self._settle(batch, stored, withheld, elapsed, total_images=len(slots))
+        except SQLAlchemyError as exc:
+            self._discard([o for job in batch.jobs for o in stored.get(job.id, [])])
+            self._abandon(batch, exc)
+        except Exception:
+            log.exception("delivering jobs %s failed", batch.job_ids)
+            self._discard([o for job in batch.jobs for o in stored.get(job.id, [])])
+            with contextlib.suppress(Exception):
+                await self._end_jobs(batch, list(batch.jobs), JobStatus.FAILED, "delivery_failed",
+                                     "The images could not be stored; it was not charged.")
 
     def _generate(self, model_name: str, params: GenerationParams, prompts: list[ImagePrompt],
                   on_step: StepCallback, on_preview: PreviewHook | None = None) -> list[Image.Image | Exception]:
@@ -359,11 +461,14 @@ class QueueWorker:
             return model.generate_split(params, prompts, on_step, on_preview=on_preview)
 
     async def _watch(self, monitor: _BatchMonitor) -> None:
-        """While the pipeline runs: publish progress (new previews in the same UPDATE) and pick up cancel requests.
+        """While the pipeline runs: publish progress (new previews in the same UPDATE) and find cancelled jobs.
 
-        One statement per tick: the progress UPDATE returns the cancel flags, and a tick without
-        progress only reads them. A cancel request wakes the watcher at once (its notification
-        reaches this process's hub), so a running job stops at its next step.
+        One statement per tick: the progress UPDATE returns the jobs this worker is still
+        generating, and a tick without progress only reads them; any other job of the call was
+        cancelled (or taken by the sweeper) and its images are not wanted. A cancel wakes the
+        watcher at once (its notification reaches this process's hub), so a job stops at its next
+        step. A tick that fails (the database is away) is skipped: the generation goes on, and
+        what happens to its jobs is decided when it ends.
         """
         last_step = -1
         with self.events.subscribe(*monitor.job_ids, progress=False) as subscription:
@@ -371,16 +476,22 @@ class QueueWorker:
                 await subscription.wait(PROGRESS_INTERVAL_SECONDS)
                 step, previews = monitor.take_progress()
                 changed = step != last_step or bool(previews)
-                async with self.db.unit_of_work() as session:
-                    if changed:
-                        monitor.cancel(await queue.set_progress(session, monitor.job_ids, step, previews))
-                        for job_id in monitor.job_ids:
-                            await publish_job_changed(session, job_id, progress=True)
-                    else:
-                        monitor.cancel(await queue.cancel_flags(session, monitor.job_ids))
+                try:
+                    async with self.db.unit_of_work() as session:
+                        if changed:
+                            generating = await queue.set_progress(session, monitor.job_ids, step, worker_id=self.id,
+                                                                  previews=previews)
+                            for job_id in generating:
+                                await publish_job_changed(session, job_id, progress=True)
+                        else:
+                            generating = await queue.still_generating(session, monitor.job_ids, worker_id=self.id)
+                except SQLAlchemyError as exc:
+                    log.warning("progress tick failed: %s", _brief(exc))
+                    continue
+                monitor.cancel(set(monitor.job_ids) - generating)
                 if changed:
                     last_step = step
-                    for job_id in monitor.job_ids:
+                    for job_id in generating:
                         self.events.job_changed(job_id, progress=True)
 
     async def _encode(self, slots: list[Slot], images: Sequence[Image.Image]) -> list[bytes]:
@@ -392,82 +503,65 @@ class QueueWorker:
         ]
         return list(await asyncio.gather(*futures))
 
-    async def _commit(
-        self, jobs: list[Job], slots: list[Slot], encoded: list[bytes], elapsed: float, cancelled: set[str],
-        verdicts: Sequence[Verdict | None],
-    ) -> None:
+    async def _store(self, slots: list[Slot], encoded: list[bytes], verdicts: Sequence[Verdict | None], *,
+                     into: dict[str, list[JobOutput]]) -> dict[str, Verdict]:
+        """Writes every image's bytes, adding its output to ``into`` (per job) as soon as it is stored,
+        so a failure half-way still knows what to delete; returns the verdicts of the images withheld."""
         now = utcnow()
-        total_images = len(slots)
-        outputs_by_job: dict[str, list[JobOutput]] = {j.id: [] for j in jobs}
+        outputs = into
         withheld: dict[str, Verdict] = {}
         for slot, data, verdict in zip(slots, encoded, verdicts, strict=True):
-            if slot.job.id in cancelled:
-                continue
             image_id = new_id("img")
             key = storage_key(slot.job, slot.index, image_id)
-            await asyncio.to_thread(self.store.put, key, data)
             held = verdict is not None and verdict.withhold
-            if held:
-                assert verdict is not None
-                withheld[image_id] = verdict
-            outputs_by_job[slot.job.id].append(JobOutput(
+            output = JobOutput(
                 id=image_id, job_id=slot.job.id, index=slot.index, seed=slot.seed, format=slot.job.output_format,
                 width=slot.job.width, height=slot.job.height, storage_key=key, size_bytes=len(data),
                 sha256=hashlib.sha256(data).hexdigest(), created_at=now,
                 status=OutputStatus.WITHHELD if held else OutputStatus.DELIVERED,
-                charged=verdict is None or verdict.charge,
-            ))
-        finished: list[tuple[Job, str]] = []
-        async with self.db.unit_of_work() as session:
-            for job in jobs:
-                if job.id in cancelled:
-                    if await queue.mark_failed(session, job_id=job.id, worker_id=self.id, now=now, code="cancelled",
-                                               message="Cancelled by the caller.", status=JobStatus.CANCELLED):
-                        await quotas.settle_job(session, job.id, 0, now)
-                        finished.append((job, JobStatus.CANCELLED))
-                    continue
-                outputs = outputs_by_job[job.id]
-                gpu_seconds = elapsed * len(outputs) / total_images
-                # The conditional update is the guard against double charging: if our lease
-                # lapsed and the job moved on, nothing below is written.
-                if not await queue.mark_succeeded(session, job_id=job.id, worker_id=self.id, now=now,
-                                                  gpu_seconds=round(gpu_seconds, 6)):
-                    log.warning("job %s no longer ours; discarding its images", job.id)
-                    for out in outputs:
-                        await asyncio.to_thread(self.store.delete, out.storage_key)
-                    continue
-                session.add_all(outputs)
-                await session.flush()
-                # Withheld images of safe accounts are generated but not delivered: not charged.
-                charged = [o for o in outputs if o.charged]
-                charged_seconds = gpu_seconds * len(charged) / len(outputs) if outputs else 0.0
-                await ledger.append(session, ledger_rows(job, charged, gpu_seconds=charged_seconds, now=now))
-                await quotas.settle_job(session, job.id, len(charged), now)
-                held_back = [o for o in outputs if o.id in withheld]
-                await record_withheld(session, job, held_back, [withheld[o.id] for o in held_back])
-                await publish_job_changed(session, job.id)
-                finished.append((job, JobStatus.SUCCEEDED))
-            for job, status in finished:
-                if status != JobStatus.SUCCEEDED:
-                    await publish_job_changed(session, job.id)
-        for job, status in finished:
-            JOBS_FINISHED.labels(status, job.model).inc()
-            if status == JobStatus.SUCCEEDED:
-                IMAGES_GENERATED.labels(job.model).inc(job.n)
-            self.events.job_changed(job.id)
-            log.info("job finished", extra={"job_id": job.id, "status": str(status), "model": job.model,
-                                            "images": job.n, "seconds": round(elapsed, 3)})
+            )
+            await asyncio.to_thread(self.store.put, key, data)
+            outputs.setdefault(slot.job.id, []).append(output)
+            if held:
+                assert verdict is not None
+                withheld[image_id] = verdict
+        return withheld
 
-    async def _finish_unsuccessful(self, jobs: Sequence[Job], status: JobStatus, code: str, message: str) -> None:
+    async def _settle(self, batch: Batch, outputs: dict[str, list[JobOutput]], withheld: dict[str, Verdict],
+                      elapsed: float, *, total_images: int) -> None:
+        """Settles each job in its own transaction; a job cancelled meanwhile loses, and its images are deleted.
+
+        The jobs of one batch share one finish time: they were delivered together."""
         now = utcnow()
-        done = []
-        async with self.db.unit_of_work() as session:
-            for job in jobs:
-                if await queue.mark_failed(session, job_id=job.id, worker_id=self.id, now=now, code=code,
-                                           message=message, status=status):
-                    await quotas.settle_job(session, job.id, 0, now)
-                    await publish_job_changed(session, job.id)
-                    done.append(job)
-        for job in done:
-            JOBS_FINISHED.labels(status.value, job.model).inc()
+        for job in list(batch.jobs):
+            mine = outputs.get(job.id, [])
+            async with self.db.unit_of_work() as session:
+                delivered = await settlement.deliver(session, job, mine, worker_id=self.id, now=now,
+                                                     gpu_seconds=elapsed * len(mine) / total_images)
+                if delivered:
+                    held = [o for o in mine if o.id in withheld]
+                    await record_withheld(session, job, held, [withheld[o.id] for o in held])
+            batch.keep({j.id for j in batch.jobs} - {job.id})
+            if not delivered:
+                log.info("job %s was cancelled or taken before it was delivered; its images are discarded", job.id)
+                self._discard(mine)
+                continue
+            JOBS_FINISHED.labels(JobStatus.SUCCEEDED.value, job.model).inc()
+            IMAGES_GENERATED.labels(job.model).inc(len(mine))
             self.events.job_changed(job.id)
+            log.info("job finished", extra={"job_id": job.id, "status": JobStatus.SUCCEEDED.value, "model": job.model,
+                                            "images": len(mine), "seconds": round(elapsed, 3)})
+        self._done(batch, BatchState.SETTLED)
+
+    def _discard(self, outputs: Sequence[JobOutput]) -> None:
+        """Deletes the bytes of images that will never be delivered (best effort: they are unreachable anyway)."""
+        for output in outputs:
+            try:
+                self.store.delete(output.storage_key)
+            except Exception:
+                log.exception("could not delete %s", output.storage_key)
+
+
+def _brief(exc: BaseException) -> str:
+    """The first line of a database error: an outage is one log line, not a page of traceback."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

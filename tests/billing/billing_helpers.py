@@ -80,7 +80,7 @@ async def add_usage(db: Database, account_id: str, key_id: str, n: int, *, at: d
                    for i in range(n)]
         session.add_all(outputs)
         await session.flush()
-        entries = ledger_rows(job, outputs, gpu_seconds=0.01 * n, now=now)
+        entries = ledger_rows(job, outputs, gpu_seconds=0.01 * n, now=now, period_day=now.date())
         await ledger.append(session, entries)
         return [e.id for e in entries]
 

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from app.db import sync_url
 
 LEDGER_TOTALS = """SELECT license, count(*) FROM usage_ledger
-                   WHERE created_at >= :start AND created_at < :end GROUP BY license"""
+                   WHERE usage_day >= :start AND usage_day < :end GROUP BY license"""
 
 
 def _insert_past_images(engine, count: int, month_day: str) -> None:
@@ -28,10 +28,10 @@ def _insert_past_images(engine, count: int, month_day: str) -> None:
             conn.execute(text(
                 "INSERT INTO usage_ledger (job_id, image_id, api_key_id, account_id, model, license, images, width, "
                 "height, steps, megapixel_steps, gpu_seconds, price_units, plan_code, plan_paid, license_overage, "
-                "created_at) VALUES (:job, :img, :key, :acct, 'open', 'open', 1, 64, 64, 1, 0.004, 0.1, 1, 'free', "
-                "false, false, :at)"),
+                "usage_day, created_at) VALUES (:job, :img, :key, :acct, 'open', 'open', 1, 64, 64, 1, 0.004, 0.1, 1, "
+                "'free', false, false, :day, :at)"),
                 {"job": job["id"], "img": f"img_past{suffix}", "key": template["api_key_id"],
-                 "acct": template["account_id"], "at": f"{month_day}T12:00:00+00:00"})
+                 "acct": template["account_id"], "day": month_day, "at": f"{month_day}T12:00:00+00:00"})
 
 
 def test_reports_equal_the_ledger_and_closed_months_are_frozen(lclient, licensed) -> None:

@@ -1,6 +1,6 @@
 """Output review with a fake classifier (fixed score 0.9) loaded through the real loader:
-withheld images are stored but not served, not charged to safe accounts, and queued for
-moderators, whose every decision is audited."""
+withheld images are stored but neither served nor charged, and queued for moderators, whose
+every decision is audited; an approved image is then settled like any delivery."""
 
 from __future__ import annotations
 
@@ -84,8 +84,10 @@ def test_withheld_images_for_a_safe_account_flow_through_review(moderated, mclie
     job = mclient.get(f"/v1/generations/{body['id']}", headers=cust.headers).json()
     assert [o["status"] for o in job["outputs"]] == ["delivered", "removed"]
     assert job["outputs"][0]["url"] is not None
-    # Released after review: still not charged (the hold was ours, not the customer's).
-    assert job["usage"]["images"] == 0 and _ledger_rows(moderated, body["id"]) == 0
+    # Released after review: delivered now, so settled like any delivery — one ledger row, one
+    # image of usage; the rejected one is never charged.
+    assert job["usage"]["images"] == 1 and _ledger_rows(moderated, body["id"]) == 1
+    assert mclient.get("/v1/usage", headers=cust.headers).json()["account"]["day"]["used"] == 1
 
     audit = mclient.get("/admin/moderation/audit", params={"target_type": "review"}, headers=moderator).json()["data"]
     mine = [(a["action"], a["target_id"]) for a in audit if a["target_id"] in (keep["id"], drop["id"])]
@@ -98,10 +100,16 @@ def test_withheld_images_for_a_safe_account_flow_through_review(moderated, mclie
     assert moderator_key_id["detail"]["image_id"] == image_ids[0]
 
 
-def test_withheld_images_of_questionable_accounts_are_charged(moderated, mclient) -> None:
+def test_withheld_images_of_questionable_accounts_are_charged_only_once_released(moderated, mclient) -> None:
     cust = moderated.customer(mclient, max_rating="questionable")
     body = generate(mclient, cust.headers, "a lighthouse", response_format="url").json()
-    assert body["data"][0]["status"] == "withheld" and body["usage"]["images"] == 1
+    assert body["data"][0]["status"] == "withheld" and body["usage"]["images"] == 0
+    assert _ledger_rows(moderated, body["id"]) == 0
+    usage = mclient.get("/v1/usage", headers=cust.headers).json()["account"]["day"]
+    assert (usage["used"], usage["reserved"]) == (0, 0)
+    [review] = _reviews(mclient, moderated.moderator_key, cust.account_id)
+    approved = mclient.post(f"/admin/moderation/reviews/{review['id']}/approve", headers=auth(moderated.moderator_key))
+    assert approved.status_code == 200, approved.text
     assert _ledger_rows(moderated, body["id"]) == 1
     assert mclient.get("/v1/usage", headers=cust.headers).json()["account"]["day"]["used"] == 1
 
