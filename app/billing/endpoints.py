@@ -120,9 +120,10 @@ async def link_customer(account_id: str, body: CustomerLink, _: AdminCaller, ctx
 async def create_checkout(account_id: str, body: CheckoutCreate, _: AdminCaller, session: SessionDep,
                           request: Request) -> CheckoutOut:
     """A Stripe Checkout session subscribing the account's customer to the plan's prices (flat and
-    metered). The plan change follows from Stripe's subscription webhooks."""
+    metered). Idempotent: the same request returns the same session until a subscription is made.
+    The plan change follows from Stripe's subscription webhooks."""
     out = await service.create_checkout(session, _gateway(request), account_id, plan_code=body.plan,
-                                        success_url=body.success_url, cancel_url=body.cancel_url)
+                                        success_url=body.success_url, cancel_url=body.cancel_url, now=utcnow())
     return CheckoutOut(**out)
 
 
@@ -131,6 +132,7 @@ async def create_checkout(account_id: str, body: CheckoutCreate, _: AdminCaller,
 async def create_subscription(account_id: str, body: SubscriptionCreate, _: AdminCaller, session: SessionDep,
                               request: Request) -> SubscriptionOut:
     """Subscribe the account's customer to the plan's prices directly (invoiced customers, no Checkout).
-    The plan change follows from Stripe's subscription webhooks."""
+    Idempotent: while that subscription has not ended, repeating the request returns it; another plan
+    is a 409 until it is canceled. The plan change follows from Stripe's subscription webhooks."""
     out = await service.create_subscription(session, _gateway(request), account_id, plan_code=body.plan)
     return SubscriptionOut(**out)

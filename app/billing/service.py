@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +25,7 @@ from app.billing.schemas import (
     WebhookSummary,
 )
 from app.billing.stripe_api import StripeGateway
-from app.billing.subscriptions import LIVE
+from app.billing.subscriptions import FINAL, LIVE, price_ids
 from app.config import Settings
 from app.errors import Conflict, InvalidRequest, NotFound
 
@@ -116,29 +118,100 @@ async def _linked(session: AsyncSession, account_id: str) -> tuple[Account, str]
     return account, account.stripe_customer_id
 
 
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _subscription_key(account_id: str, customer: str, generation: int) -> str:
+    """The Stripe idempotency key of the account's ``generation``-th subscription on this customer.
+
+    The plan is deliberately not part of it: two concurrent requests for different plans then share
+    the key, and Stripe refuses the second (a 409 here) instead of creating two subscriptions.
+    """
+    return f"ponyserve-subscription-{account_id}-{customer}-{generation}"
+
+
+# Stripe keeps idempotency keys for about a day, as long as a Checkout session lives by default, so
+# a request can meet at most a few replayed sessions that have expired in the meantime.
+_EXPIRED_REPLAYS = 3
+
+
+def _checkout_key(account_id: str, customer: str, generation: int, request: list[object]) -> str:
+    # The whole request is part of the intent: another plan or other URLs is a new Checkout session.
+    return f"ponyserve-checkout-{account_id}-{customer}-{generation}-{_digest(request)}"
+
+
 async def create_checkout(session: AsyncSession, gateway: StripeGateway | None, account_id: str, *, plan_code: str,
-                          success_url: str, cancel_url: str) -> dict[str, Any]:
+                          success_url: str, cancel_url: str, now: datetime) -> dict[str, Any]:
+    """A Checkout session for the plan; a retry of the same request returns the same session.
+
+    The customer's subscription count is the generation: once a session has been completed (or any
+    other subscription made), the same request opens a fresh session.
+    """
     gw = _require(gateway)
     account, customer = await _linked(session, account_id)
-    plan = await accounts.get_plan(session, plan_code)
-    return await gw.create_checkout_session(account_id=account.id, customer=customer, line_items=_prices(plan),
-                                            success_url=success_url, cancel_url=cancel_url)
+    line_items = _prices(await accounts.get_plan(session, plan_code))
+    generation = len(await gw.list_subscriptions(customer))
+    key = _checkout_key(account.id, customer, generation, [line_items, success_url, cancel_url])
+
+    async def open_session(idempotency_key: str) -> dict[str, Any]:
+        return await gw.create_checkout_session(account_id=account.id, customer=customer, line_items=line_items,
+                                                success_url=success_url, cancel_url=cancel_url,
+                                                idempotency_key=idempotency_key)
+
+    checkout = await open_session(key)
+    for _ in range(_EXPIRED_REPLAYS):
+        if checkout["expires_at"] is None or checkout["expires_at"] > now.timestamp():
+            break
+        # Stripe replayed a session that has expired since: asking again is a new intent, named after it.
+        checkout = await open_session(f"{key}-after-{checkout['id']}")
+    return checkout
+
+
+def _same_prices(subscription: dict[str, Any], items: list[dict[str, Any]]) -> bool:
+    return set(price_ids(subscription)) == {str(item["price"]) for item in items}
+
+
+def _follows_another(account: Account, subscription_id: str) -> bool:
+    """Whether the account follows a different subscription that has not ended."""
+    tracked = account.stripe_subscription_id
+    return tracked is not None and tracked != subscription_id and account.subscription_status not in FINAL
+
+
+async def _follow(session: AsyncSession, account: Account, subscription: dict[str, Any]) -> dict[str, Any]:
+    """The account follows ``subscription`` from now on; its webhooks (any order) bring the status and the plan."""
+    out = {"id": str(subscription["id"]), "status": str(subscription["status"])}
+    if account.stripe_subscription_id != out["id"]:
+        account.stripe_subscription_id, account.subscription_status = out["id"], out["status"]
+        account.subscription_event_at = None
+        await session.flush()
+    return out
 
 
 async def create_subscription(session: AsyncSession, gateway: StripeGateway | None, account_id: str, *,
                               plan_code: str) -> dict[str, Any]:
+    """Subscribes the account's customer to the plan's prices, at most once per intent.
+
+    Stripe is asked first: a subscription to these prices that has not ended is the one an earlier
+    attempt made (its answer lost, or our commit after it), so it is returned, not doubled. A new one
+    is created only once every earlier subscription of the customer has ended, under a key naming
+    that generation, so concurrent or retried attempts that both got this far still make one.
+    """
     gw = _require(gateway)
     account, customer = await _linked(session, account_id)
-    if account.subscription_status in LIVE:
-        raise Conflict(f"The account already has a live subscription ({account.stripe_subscription_id}).",
+    items = _prices(await accounts.get_plan(session, plan_code))
+    existing = await gw.list_subscriptions(customer)
+    current = [sub for sub in existing if sub.get("status") not in FINAL]
+    same = next((sub for sub in current if _same_prices(sub, items)), None)
+    if same is not None and not _follows_another(account, str(same["id"])):
+        return await _follow(session, account, same)
+    if current or account.subscription_status in LIVE:
+        sub_id = current[0]["id"] if current else account.stripe_subscription_id
+        raise Conflict(f"The account already has a subscription that has not ended ({sub_id}); cancel it first.",
                        code="subscription_exists")
-    plan = await accounts.get_plan(session, plan_code)
-    sub = await gw.create_subscription(account_id=account.id, customer=customer, items=_prices(plan))
-    # Followed from now on; its webhooks (any order) bring the status and the plan.
-    account.stripe_subscription_id, account.subscription_status = sub["id"], sub["status"]
-    account.subscription_event_at = None
-    await session.flush()
-    return sub
+    sub = await gw.create_subscription(account_id=account.id, customer=customer, items=items,
+                                       idempotency_key=_subscription_key(account.id, customer, len(existing)))
+    return await _follow(session, account, sub)
 
 
 async def overview(session: AsyncSession, settings: Settings, now: datetime) -> BillingOverview:

@@ -20,7 +20,7 @@ import stripe
 
 from app.billing.errors import StripeRejected, StripeUnavailable
 from app.config import Settings
-from app.errors import InvalidRequest
+from app.errors import Conflict, InvalidRequest
 
 log = logging.getLogger("ponyserve.billing.stripe")
 
@@ -163,33 +163,47 @@ class StripeGateway:
         return not bool(getattr(customer, "deleted", False))
 
     async def create_checkout_session(self, *, account_id: str, customer: str, line_items: list[dict[str, Any]],
-                                      success_url: str, cancel_url: str) -> dict[str, Any]:
+                                      success_url: str, cancel_url: str, idempotency_key: str) -> dict[str, Any]:
         async with translate_errors():
             session = await self.client.v1.checkout.sessions.create_async({  # type: ignore[arg-type]
                 "mode": "subscription", "customer": customer, "client_reference_id": account_id,
                 "line_items": line_items, "success_url": success_url, "cancel_url": cancel_url,
                 "metadata": {"account_id": account_id},
                 "subscription_data": {"metadata": {"account_id": account_id}},
-            })
+            }, {"idempotency_key": idempotency_key})
         return {"id": str(session.id), "url": session.url, "expires_at": session.expires_at}
 
-    async def create_subscription(self, *, account_id: str, customer: str, items: list[dict[str, Any]]
-                                  ) -> dict[str, Any]:
+    async def list_subscriptions(self, customer: str) -> list[dict[str, Any]]:
+        """Every subscription of the customer, ended ones included, as plain dicts (as webhooks carry them)."""
+        found: list[dict[str, Any]] = []
+        async with translate_errors():
+            page = await self.client.v1.subscriptions.list_async({"customer": customer, "status": "all", "limit": 100})
+            async for sub in page.auto_paging_iter():
+                found.append(sub.to_dict())
+        return found
+
+    async def create_subscription(self, *, account_id: str, customer: str, items: list[dict[str, Any]],
+                                  idempotency_key: str) -> dict[str, Any]:
         async with translate_errors():
             sub = await self.client.v1.subscriptions.create_async({  # type: ignore[arg-type]
                 "customer": customer, "items": items, "metadata": {"account_id": account_id},
                 "payment_behavior": "default_incomplete",
-            })
+            }, {"idempotency_key": idempotency_key})
         return {"id": str(sub.id), "status": str(sub.status)}
 
 
 @asynccontextmanager
 async def translate_errors() -> AsyncIterator[None]:
-    """Stripe's failures as our error tree: unreachable → 503 (retry later), refused → 502."""
+    """Stripe's failures as our error tree: unreachable → 503 (retry later), refused → 502, a reused
+    idempotency key with other parameters → 409."""
     try:
         yield
     except stripe.APIConnectionError as exc:
         raise StripeUnavailable(f"Stripe could not be reached: {exc.user_message}") from exc
+    except stripe.IdempotencyError as exc:
+        # Our keys name the intent (see service.py), so another request with another body got there first.
+        raise Conflict("A different request for the same Stripe object came first; check the account's "
+                       "billing state before retrying.", code="stripe_idempotency_conflict") from exc
     except stripe.StripeError as exc:
         status = exc.http_status or 0
         if status == 429 or status >= 500:

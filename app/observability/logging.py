@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -20,6 +20,24 @@ def _add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    Binding the stream object at configure time outlives whoever swapped ``sys.stderr`` in the
+    meantime: pytest's capture and typer's ``CliRunner`` replace it with a buffer they close
+    afterwards, and every later record (often from a server or worker thread) then fails with
+    "I/O operation on closed file". The stdlib's last-resort handler resolves it the same way.
+    """
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        # Handler's, not StreamHandler's, __init__: there is no stream to store.
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+
 def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
     shared: list[structlog.types.Processor] = [
         structlog.stdlib.add_log_level,
@@ -29,7 +47,7 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
         structlog.stdlib.ExtraAdder(),
     ]
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=shared,

@@ -39,6 +39,8 @@ def lstripe(live_stripe: FakeStripe) -> Iterator[FakeStripe]:
         live_stripe.start()
     with live_stripe.lock:
         live_stripe.script.clear()
+        live_stripe.create_script.clear()
+        live_stripe.gate = None
         live_stripe.rates = {}
         live_stripe.customer_modes = {}
 

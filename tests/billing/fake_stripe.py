@@ -6,10 +6,17 @@ answers meter event summaries from what it accepted, and can be told to misbehav
 event request: ``500`` (refused before processing), ``500_after`` (processed, then a 500), ``429``,
 ``hang`` (processed, then no answer until the client gives up), ``reject`` (400), or to hold one
 request (processed, answer withheld) until released — or be stopped altogether (connection refused).
+
+Object creations (customers, Checkout sessions, subscriptions) honour ``Idempotency-Key`` as Stripe
+does: the same key with the same parameters replays the stored answer (``Idempotent-Replayed: true``),
+with other parameters (or on another endpoint) it is a 400 ``idempotency_error``. They can be told to
+``drop`` their answer (processed and stored, the connection closed unanswered) and made to wait for
+one another (``gate_creations``), as two attempts in flight at once would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -17,6 +24,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,6 +32,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 API_KEY = "sk_test_ponyserve_fake"
 METER_ID = "mtr_test_ponyserve"
+# The POST endpoints that create an object, under Stripe's idempotency rules.
+CREATION_PATHS = frozenset({"/v1/customers", "/v1/checkout/sessions", "/v1/subscriptions"})
 
 _KEY_PART = re.compile(r"[^\[\]]+")
 
@@ -57,6 +67,16 @@ class MeterEvent:
     timestamp: int
 
 
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The first answer to an idempotency key, and what it answered."""
+
+    path: str
+    params: dict[str, Any]
+    status: int
+    body: dict[str, Any]
+
+
 @dataclass
 class FakeState:
     meter_event_name: str
@@ -69,9 +89,14 @@ class FakeState:
     # Accepted, but the client never got a success answer (500_after, hang, held).
     unacknowledged: set[str] = field(default_factory=set)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    idempotent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    idempotent: dict[str, StoredAnswer] = field(default_factory=dict)
+    # Requests answered from ``idempotent`` instead of creating anything: (path, key).
+    replays: list[tuple[str, str]] = field(default_factory=list)
+    # The parameters of each session and subscription created, in order.
     checkout_sessions: list[dict[str, Any]] = field(default_factory=list)
     subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    # Subscriptions as Stripe keeps (and lists) them, by id.
+    subscription_objects: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class FakeStripe:
@@ -80,6 +105,9 @@ class FakeStripe:
         self.state = FakeState(meter_event_name=meter_event_name)
         self.hang_seconds = hang_seconds
         self.script: deque[str] = deque()
+        # Modes for the next object creations ("drop"), like ``script`` for meter events.
+        self.create_script: deque[str] = deque()
+        self.gate: threading.Barrier | None = None
         # A mode for every meter event of these customers (e.g. {"cus_x": "reject"}).
         self.customer_modes: dict[str, str] = {}
         self.rates: dict[str, float] = {}
@@ -122,6 +150,8 @@ class FakeStripe:
         with self.lock:
             self.state = FakeState(meter_event_name=self.state.meter_event_name)
             self.script.clear()
+            self.create_script.clear()
+            self.gate = None
             self.rates = {}
             self.customer_modes = {}
             self.hold_at = None
@@ -131,6 +161,24 @@ class FakeStripe:
     def fail_next(self, *modes: str) -> None:
         with self.lock:
             self.script.extend(modes)
+
+    def fail_next_create(self, *modes: str) -> None:
+        """Modes for the next object creations: ``drop`` (created and stored, the answer never sent)."""
+        with self.lock:
+            self.create_script.extend(modes)
+
+    def gate_creations(self, n: int) -> None:
+        """The next ``n`` object creations wait until all ``n`` have arrived, then run one by one."""
+
+        def open_gate() -> None:
+            self.gate = None
+
+        self.gate = threading.Barrier(n, action=open_gate, timeout=10)
+
+    def cancel_subscription(self, sub_id: str) -> None:
+        """What canceling in Stripe's dashboard does to the subscription."""
+        with self.lock:
+            self.state.subscription_objects[sub_id]["status"] = "canceled"
 
     def fail_randomly(self, **rates: float) -> None:
         """Per meter event request, e.g. ``fail_randomly(**{"500": .03, "429": .03})``."""
@@ -153,6 +201,10 @@ class FakeStripe:
     def total_for(self, customer: str) -> float:
         with self.lock:
             return sum(e.value for e in self.state.events.values() if e.customer == customer)
+
+    def subscriptions_of(self, customer: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(sub) for sub in self.state.subscription_objects.values() if sub["customer"] == customer]
 
     # -- request handling (server threads) ---------------------------------------------------------
 
@@ -219,16 +271,72 @@ class FakeStripe:
                    "meter": METER_ID}
         return 200, _list([summary], f"/v1/billing/meters/{METER_ID}/event_summaries")
 
-    def create_customer(self, params: dict[str, Any], idem: str | None) -> dict[str, Any]:
+    def create_customer(self, params: dict[str, Any], idem: str | None = None) -> dict[str, Any]:
+        return self.create("/v1/customers", params, idem)[1]
+
+    def create(self, path: str, params: dict[str, Any], idem: str | None) -> tuple[int, dict[str, Any], bool]:
+        """One object creation under Stripe's idempotency rules: (status, body, replayed)."""
+        gate = self.gate
+        if gate is not None:
+            # A broken gate: the other attempt never came, so this one goes on alone.
+            with contextlib.suppress(threading.BrokenBarrierError):
+                gate.wait()
         with self.lock:
-            if idem and idem in self.state.idempotent:
-                return self.state.idempotent[idem]
-            customer = {"id": f"cus_{secrets.token_hex(7)}", "object": "customer", "name": params.get("name"),
-                        "email": params.get("email"), "metadata": params.get("metadata") or {}, "livemode": False}
-            self.state.customers[customer["id"]] = customer
+            stored = self.state.idempotent.get(idem) if idem else None
+            if stored is not None:
+                if (stored.path, stored.params) != (path, params):
+                    return 400, _error("idempotency_error", "Keys for idempotent requests can only be used with "
+                                       f"the same parameters they were first used with (key '{idem}')."), False
+                self.state.replays.append((path, str(idem)))
+                return stored.status, stored.body, True
+            body = self._creators()[path](params)
             if idem:
-                self.state.idempotent[idem] = customer
-            return customer
+                self.state.idempotent[idem] = StoredAnswer(path, params, 200, body)
+            return 200, body, False
+
+    def _creators(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"/v1/customers": self._new_customer, "/v1/checkout/sessions": self._new_checkout_session,
+                "/v1/subscriptions": self._new_subscription}
+
+    # The _new_* methods run under the lock.
+
+    def _new_customer(self, params: dict[str, Any]) -> dict[str, Any]:
+        customer = {"id": f"cus_{secrets.token_hex(7)}", "object": "customer", "name": params.get("name"),
+                    "email": params.get("email"), "metadata": params.get("metadata") or {}, "livemode": False}
+        self.state.customers[customer["id"]] = customer
+        return customer
+
+    def _new_checkout_session(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.state.checkout_sessions.append(params)
+        return {"id": f"cs_test_{secrets.token_hex(8)}", "object": "checkout.session",
+                "url": "https://checkout.stripe.test/c/pay/session", "expires_at": int(time.time()) + 86400,
+                "mode": params.get("mode"), "customer": params.get("customer"), "livemode": False}
+
+    def _new_subscription(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.state.subscriptions.append(params)
+        sub_id = f"sub_{secrets.token_hex(8)}"
+        items = [{"id": f"si_{secrets.token_hex(6)}", "object": "subscription_item",
+                  "price": {"id": item["price"], "object": "price"}, "quantity": int(item.get("quantity") or 1)}
+                 for item in params.get("items") or []]
+        sub = {"id": sub_id, "object": "subscription", "status": "incomplete", "customer": params.get("customer"),
+               "metadata": params.get("metadata") or {}, "livemode": False,
+               "items": _list(items, f"/v1/subscription_items?subscription={sub_id}")}
+        self.state.subscription_objects[sub_id] = sub
+        # The creation's answer is a snapshot: later changes (a cancellation) show in the list only.
+        return json.loads(json.dumps(sub))
+
+    def list_subscriptions(self, query: dict[str, Any]) -> dict[str, Any]:
+        wanted = query.get("status")
+        with self.lock:
+            # Stripe leaves canceled subscriptions out unless asked for a status (or "all").
+            subs = [sub for sub in self.state.subscription_objects.values()
+                    if sub["customer"] == query.get("customer")
+                    and (wanted in ("all", sub["status"]) or (wanted is None and sub["status"] != "canceled"))]
+            return _list(json.loads(json.dumps(subs)), "/v1/subscriptions")
+
+    def next_create_mode(self) -> str:
+        with self.lock:
+            return self.create_script.popleft() if self.create_script else "ok"
 
 
 def _error(kind: str, message: str, *, code: str | None = None) -> dict[str, Any]:
@@ -246,13 +354,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
+    def _reply(self, status: int, body: dict[str, Any], *, replayed: bool = False) -> None:
         data = json.dumps(body).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Request-Id", f"req_{secrets.token_hex(6)}")
+            if replayed:
+                self.send_header("Idempotent-Replayed", "true")
             if status == 429:
                 self.send_header("Retry-After", "0")
             self.end_headers()
@@ -281,6 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
         if match:
             self._reply(*fake.summaries(match.group(1), query))
             return
+        if parts.path == "/v1/subscriptions":
+            self._reply(200, fake.list_subscriptions(query))
+            return
         match = re.fullmatch(r"/v1/customers/([^/]+)", parts.path)
         if match:
             customer = fake.state.customers.get(match.group(1))
@@ -307,20 +420,11 @@ class _Handler(BaseHTTPRequestHandler):
             if delay:
                 time.sleep(delay)
             self._reply(status, body)
-        elif path == "/v1/customers":
-            self._reply(200, fake.create_customer(params, self.headers.get("Idempotency-Key")))
-        elif path == "/v1/checkout/sessions":
-            session = {"id": f"cs_test_{secrets.token_hex(8)}", "object": "checkout.session",
-                       "url": "https://checkout.stripe.test/c/pay/session", "expires_at": int(time.time()) + 86400,
-                       "mode": params.get("mode"), "customer": params.get("customer"), "livemode": False}
-            with fake.lock:
-                fake.state.checkout_sessions.append(params)
-            self._reply(200, session)
-        elif path == "/v1/subscriptions":
-            sub = {"id": f"sub_{secrets.token_hex(8)}", "object": "subscription", "status": "incomplete",
-                   "customer": params.get("customer"), "livemode": False}
-            with fake.lock:
-                fake.state.subscriptions.append(params)
-            self._reply(200, sub)
+        elif path in CREATION_PATHS:
+            mode = fake.next_create_mode()
+            status, body, replayed = fake.create(path, params, self.headers.get("Idempotency-Key"))
+            if mode == "drop":
+                return  # created and stored; the connection closes without an answer
+            self._reply(status, body, replayed=replayed)
         else:
             self._reply(404, _error("invalid_request_error", f"Unrecognized request URL (POST: {path})."))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 
 import httpx
@@ -49,7 +50,22 @@ def test_stripe_answers_map_to_outbox_outcomes(exc: Exception, outcome: str, in_
 
 
 @pytest.fixture
-def unconfigured(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def restored_logging() -> Iterator[None]:
+    """The root logger as it was: the CLI's commands configure logging for the whole process."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    access, alembic = logging.getLogger("uvicorn.access"), logging.getLogger("alembic")
+    access_disabled, alembic_level = access.disabled, alembic.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    access.disabled, alembic.level = access_disabled, alembic_level
+
+
+@pytest.fixture
+def unconfigured(  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch, tmp_path, restored_logging: None
+) -> Iterator[None]:
     monkeypatch.delenv("PONYSERVE_STRIPE_SECRET_KEY", raising=False)
     monkeypatch.setenv("PONYSERVE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     get_settings.cache_clear()
@@ -64,3 +80,14 @@ def test_billing_cli_refuses_without_stripe_or_with_a_bad_month(unconfigured: No
     bad = runner.invoke(cli, ["billing", "reconcile", "--month", "2026-13"])
     assert bad.exit_code == 2
     assert json.loads(bad.output)["error"]["code"] == "invalid_month"
+
+
+def test_logging_set_up_under_cli_runner_outlives_its_closed_streams(
+    unconfigured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # CliRunner swaps sys.stderr for a buffer while the command configures logging, then closes it.
+    CliRunner().invoke(cli, ["billing-reporter"])
+    logging.getLogger("ponyserve.tests").warning("logged after the command")
+    err = capsys.readouterr().err
+    assert "Logging error" not in err
+    assert json.loads(err.splitlines()[-1])["event"] == "logged after the command"

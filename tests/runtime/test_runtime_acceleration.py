@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from runtime_helpers import assert_images_close
 
 from app.config import ModelSpec
 from app.runtime.acceleration import (
@@ -69,7 +69,7 @@ def test_calls_are_padded_to_their_bucket_and_padding_is_dropped(runtime_model: 
     # Classifier-free guidance doubles the denoiser's batch: 2 images (1 + 1 padding) x 2.
     assert set(seen) == {4}
     [plain] = runtime_model.generate(SMALL, images)
-    assert np.abs(np.asarray(padded, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max() <= 2
+    assert_images_close(padded, plain)
 
 
 def test_channels_last_only_on_cuda() -> None:

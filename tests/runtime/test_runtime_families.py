@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from runtime_helpers import flow_spec
+from runtime_helpers import assert_images_close, flow_spec, pixel_difference
 
 from app.config import ModelSpec
 from app.runtime.demo_model import demo_model_exists, t5_tokenizer
@@ -25,10 +25,6 @@ SMALL = GenerationParams(width=64, height=64, steps=2, guidance_scale=5.0, sampl
 
 def _png(image: Image.Image) -> bytes:
     return encode_image(image, "png", None)
-
-
-def _pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def test_family_models_load_with_their_own_pipelines(runtime_family_models: dict[str, LoadedModel]) -> None:
@@ -70,8 +66,8 @@ def test_batch_matches_each_image_run_alone(flow_model: LoadedModel) -> None:
     assert len(batch) == 2
     # The second image: it shares the batch with another prompt, seed and negative.
     [alone] = flow_model.generate(SMALL, images[1:])
-    assert np.abs(_pixels(batch[1]) - _pixels(alone)).max() <= 2
-    assert np.abs(_pixels(batch[0]) - _pixels(batch[1])).max() > 10
+    assert_images_close(batch[1], alone)
+    assert pixel_difference(batch[0], batch[1]).max() > 10
 
 
 def test_prompt_and_negative_prompt_change_the_image(flow_model: LoadedModel) -> None:

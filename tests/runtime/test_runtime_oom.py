@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pytest
 import torch
+from runtime_helpers import assert_images_close
 
 from app.runtime.oom import is_out_of_memory, run_with_oom_split
 from app.runtime.pipelines import LoadedModel
@@ -106,7 +106,7 @@ def test_generate_split_on_the_demo_model(runtime_model: LoadedModel, monkeypatc
     assert isinstance(results[2], FakeOOM)
     for got, want in zip(results[:2], expected[:2], strict=True):
         assert not isinstance(got, Exception)
-        assert np.abs(np.asarray(got, dtype=np.int16) - np.asarray(want, dtype=np.int16)).max() <= 2
+        assert_images_close(got, want)
 
 
 def test_generate_split_validates_and_cancels_like_generate(runtime_model: LoadedModel) -> None:

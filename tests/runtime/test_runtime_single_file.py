@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from runtime_helpers import assert_images_close, assert_same_weights
 
 from app.config import ModelSpec
 from app.runtime.pipelines import LoadedModel, load_model
@@ -34,18 +35,32 @@ def test_export_uses_the_original_sdxl_key_layout(runtime_demo_checkpoint: Path)
     assert "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight" in keys
 
 
-def test_single_file_loads_to_the_same_weights_and_pixels(
-    runtime_model: LoadedModel, runtime_demo_checkpoint: Path, runtime_demo_dir: Path
-) -> None:
-    single = load_model(_checkpoint_spec(runtime_demo_checkpoint), "cpu", config_dir=runtime_demo_dir)
+PARAMS = GenerationParams(width=64, height=64, steps=2, guidance_scale=5.0, sampler="Euler a")
+PROMPT = [ImagePrompt("a pony", "bad", 3)]
+
+
+@pytest.fixture
+def single(runtime_demo_checkpoint: Path, runtime_demo_dir: Path) -> LoadedModel:
+    """The demo model loaded from its single-file export, fresh for each test (one test breaks it)."""
+    return load_model(_checkpoint_spec(runtime_demo_checkpoint), "cpu", config_dir=runtime_demo_dir)
+
+
+def test_single_file_loads_to_the_same_weights_and_pixels(single: LoadedModel, runtime_model: LoadedModel) -> None:
     for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        ours = getattr(single.pipeline, name).state_dict()
-        theirs = getattr(runtime_model.pipeline, name).state_dict()
-        assert ours.keys() == theirs.keys(), name
-        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
-    params = GenerationParams(width=64, height=64, steps=2, guidance_scale=5.0, sampler="Euler a")
-    prompt = [ImagePrompt("a pony", "bad", 3)]
-    assert single.generate(params, prompt)[0].tobytes() == runtime_model.generate(params, prompt)[0].tobytes()
+        assert_same_weights(getattr(single.pipeline, name), getattr(runtime_model.pipeline, name), name)
+    # Same weights, same seed, but another load path: equal up to CPU rounding, not bit for bit.
+    assert_images_close(single.generate(PARAMS, PROMPT)[0], runtime_model.generate(PARAMS, PROMPT)[0])
+
+
+def test_the_pixel_tolerance_still_catches_a_wrong_weight(single: LoadedModel, runtime_model: LoadedModel) -> None:
+    # The classic conversion bug: a fused projection split in the wrong order (key and value swapped).
+    attention = single.pipeline.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1
+    with torch.no_grad():
+        key = attention.to_k.weight.clone()
+        attention.to_k.weight.copy_(attention.to_v.weight)
+        attention.to_v.weight.copy_(key)
+    with pytest.raises(AssertionError, match="images differ"):
+        assert_images_close(single.generate(PARAMS, PROMPT)[0], runtime_model.generate(PARAMS, PROMPT)[0])
 
 
 def test_single_file_against_sdxl_base_configs_fails_cleanly_for_a_tiny_checkpoint(

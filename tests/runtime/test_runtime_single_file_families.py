@@ -6,10 +6,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from runtime_helpers import flow_spec
+from runtime_helpers import assert_images_close, assert_same_weights, flow_spec
 
 from app.runtime.pipelines import LoadedModel, load_model
 from app.runtime.single_file import checkpoint_keys, write_checkpoint
@@ -43,13 +42,9 @@ def _assert_same_model(single: LoadedModel, folder: LoadedModel) -> None:
     for name, module in single.pipeline.components.items():
         if not isinstance(module, torch.nn.Module):
             continue
-        ours, theirs = module.state_dict(), getattr(folder.pipeline, name).state_dict()
-        assert ours.keys() == theirs.keys(), name
-        assert all(torch.equal(ours[k], theirs[k]) for k in ours), name
-    # Same weights, same seed: the same image, up to float rounding.
-    mine = np.asarray(single.generate(PARAMS, PROMPT)[0], dtype=np.int16)
-    reference = np.asarray(folder.generate(PARAMS, PROMPT)[0], dtype=np.int16)
-    assert np.abs(mine - reference).max() <= 1
+        assert_same_weights(module, getattr(folder.pipeline, name), name)
+    # Same weights, same seed, another load path: the same image up to CPU rounding.
+    assert_images_close(single.generate(PARAMS, PROMPT)[0], folder.generate(PARAMS, PROMPT)[0])
 
 
 @pytest.fixture(scope="module")

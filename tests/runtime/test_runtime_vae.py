@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from runtime_helpers import assert_images_close, assert_same_weights
 from safetensors.torch import save_file
 
 from app.config import ModelSpec
@@ -34,11 +35,6 @@ def _spec(path: Path, **fields: object) -> ModelSpec:
     )
 
 
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
 def _png(model: LoadedModel) -> bytes:
     return encode_image(model.generate(SMALL, PROMPT)[0], "png", None)
 
@@ -47,8 +43,8 @@ def test_vae_folder_override(runtime_demo_dir: Path, other_demo: Path, runtime_m
     reference = load_model(_spec(other_demo), "cpu").pipeline.vae
     for vae_path in (other_demo / "vae", other_demo):
         model = load_model(_spec(runtime_demo_dir, vae=vae_path), "cpu")
-        assert _same_weights(model.pipeline.vae, reference)
-        assert _same_weights(model.pipeline.unet, runtime_model.pipeline.unet)
+        assert_same_weights(model.pipeline.vae, reference, "vae")
+        assert_same_weights(model.pipeline.unet, runtime_model.pipeline.unet, "unet")
     assert _png(model) != _png(runtime_model)
 
 
@@ -59,7 +55,7 @@ def test_vae_single_file_override(runtime_demo_dir: Path, other_demo: Path, tmp_
     path = tmp_path / "vae.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     model = load_model(_spec(runtime_demo_dir, vae=path), "cpu")
-    assert _same_weights(model.pipeline.vae, reference)
+    assert_same_weights(model.pipeline.vae, reference, "vae")
 
 
 def test_bad_vae_overrides_are_model_errors(
@@ -110,4 +106,4 @@ def test_own_decode_matches_the_pipelines(runtime_model: LoadedModel) -> None:
             output_type="pil",
         ).images
     [ours] = runtime_model.generate(SMALL, PROMPT)
-    assert np.abs(np.asarray(ours, dtype=np.int16) - np.asarray(expected, dtype=np.int16)).max() <= 1
+    assert_images_close(ours, expected)
