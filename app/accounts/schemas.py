@@ -102,7 +102,7 @@ class PlanFields(BaseModel):
     daily_image_quota: int | None = Field(default=None, ge=0, description="null = unlimited")
     requests_per_minute: int | None = Field(default=None, ge=1, description="null = no rate limit")
     burst: int | None = Field(default=None, ge=1)
-    max_concurrent_jobs: int | None = Field(default=None, ge=1, description="running jobs per key (a submit beyond it is refused 429)")
+    max_concurrent_jobs: int | None = Field(default=None, ge=1, description="running jobs per key")
     max_queued_jobs: int | None = Field(default=None, ge=1, description="queued jobs per key")
     max_width: int | None = Field(default=None, ge=64)
     max_height: int | None = Field(default=None, ge=64)

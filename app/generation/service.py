@@ -269,8 +269,11 @@ async def accept(
                 # The jobs table allows one job per idempotency key: another request with this key
                 # (one that took over a stale claim, or raced it) created the job first.
                 existing = None if idempotency_key is None else await _job_for_key(db, principal, idempotency_key)
-                if existing is None:
+                if existing is None or idempotency_key is None:
                     raise
+                async with db.unit_of_work() as session:
+                    # The claim this request took over now points at the job, for the next retry.
+                    await quotas.finish_idempotent(session, principal.key, idempotency_key, existing.id)
                 return Accepted(job=existing, rate=rate, replayed=True)
             except RateLimited as exc:
                 if rate is not None and exc.code in quotas.INFLIGHT_CODES:
