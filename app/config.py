@@ -247,6 +247,10 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=4000, ge=1)
     # Upper bound on queued jobs overall: beyond it the API answers 503, not a growing backlog.
     max_queue_depth: int = 10_000
+    # Open event streams (GET /v1/generations/{id}/events) one API process serves, per key and in
+    # all; beyond either the stream is refused 429 too_many_streams.
+    max_streams_per_key: int = Field(default=10, ge=1)
+    max_streams_per_process: int = Field(default=256, ge=1)
     log_json: bool = True
     # Weights a worker keeps resident per device; least recently used models are evicted beyond it.
     model_memory_budget_bytes: int | None = None

@@ -1,12 +1,14 @@
 """Server-sent events for one generation: ``GET /v1/generations/{id}/events``.
 
 A stream holds no database connection while it waits. It sleeps on the
-process's ``JobEvents`` hub (fed by the embedded worker and by Postgres
-``NOTIFY`` from workers elsewhere), re-reads the job row in a short
-transaction after every wake-up, and emits an event only when something a
-client can see has changed. Wake-ups are bounded, so a lost notification
-costs at most ``POLL_SECONDS`` of latency, and a queued job's position is
-refreshed even though other jobs' progress does not wake this stream.
+process's ``JobEvents`` hub (fed by the embedded worker and by one shared
+Postgres ``LISTEN`` connection per process for workers elsewhere), re-reads
+the job row in a short transaction after every wake-up, and emits an event
+only when something a client can see has changed. Without a wake-up a queued
+job is re-read every ``POLL_SECONDS`` (its position changes as other jobs are
+claimed, which does not wake it) and a running one every ``RECHECK_SECONDS``
+(its own progress wakes it), so a lost notification costs bounded latency.
+Open streams are capped per key and per process (``stream_limits``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from app.accounts.auth import GenerateCaller
 from app.context import AppContext, ContextDep, base_url
 from app.errors import COMMON_ERROR_RESPONSES, ErrorResponse
 from app.generation import service
+from app.generation.stream_limits import StreamLimits, StreamTicket
 from app.queue import repository as queue
 from app.queue.models import Job, JobStatus
 
 router = APIRouter(tags=["generation"], responses=COMMON_ERROR_RESPONSES)
 
-# Longest wait between two reads of the job row when no notification arrives.
+# Longest wait between two reads of a queued job's row when no notification arrives.
 POLL_SECONDS = 1.0
+# The same for a job a worker has: its changes notify the stream, so this only covers a lost one.
+RECHECK_SECONDS = 5.0
 # A comment line after this much silence keeps proxies and load balancers from closing the stream.
 KEEPALIVE_SECONDS = 15.0
 
@@ -159,7 +164,7 @@ async def job_events(
             # servers that only report a disconnect on the next write.
             if await disconnected():
                 return
-            await subscription.wait(POLL_SECONDS)
+            await subscription.wait(POLL_SECONDS if state.status == JobStatus.QUEUED else RECHECK_SECONDS)
 
 
 @router.get(
@@ -169,6 +174,8 @@ async def job_events(
         200: {"description": "A `text/event-stream` of the job's events, ending after the terminal one.",
               "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}}},
         404: {"model": ErrorResponse, "description": "No such generation for this account"},
+        429: {"model": ErrorResponse, "description": "Too many open event streams for this key or this server "
+                                                     "(`too_many_streams`, with `Retry-After`)"},
     },
 )
 async def generation_events(job_id: str, caller: GenerateCaller, ctx: ContextDep,
@@ -199,10 +206,31 @@ async def generation_events(job_id: str, caller: GenerateCaller, ctx: ContextDep
     stream; the job keeps running (cancel it with `POST /v1/generations/{id}/cancel`).
     A reconnecting client gets a fresh stream that starts from the job's current
     state, so close your EventSource once a terminal event has arrived.
+
+    A key may hold a limited number of open streams at once (10 by default, per
+    API server); one more is refused 429 `too_many_streams` with `Retry-After`.
     """
     async with ctx.db.unit_of_work() as session:
         await service.get_owned_job(session, caller, job_id)
-    return EventStreamResponse(
-        job_events(ctx, job_id, base_url(request), request.is_disconnected),
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    ticket = _stream_limits(request, ctx).acquire(caller.key.id)
+    stream = _released_after(job_events(ctx, job_id, base_url(request), request.is_disconnected), ticket)
+    ticket.bind(stream)
+    return EventStreamResponse(stream, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _stream_limits(request: Request, ctx: AppContext) -> StreamLimits:
+    """This process's stream caps, made on first use from the settings."""
+    limits: StreamLimits | None = getattr(request.app.state, "stream_limits", None)
+    if limits is None:
+        limits = StreamLimits(per_key=ctx.settings.max_streams_per_key,
+                              per_process=ctx.settings.max_streams_per_process)
+        request.app.state.stream_limits = limits
+    return limits
+
+
+async def _released_after(stream: AsyncIterator[bytes], ticket: StreamTicket) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        ticket.release()
