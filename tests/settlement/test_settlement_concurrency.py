@@ -284,6 +284,11 @@ def test_shared_capped_licence_settles_exactly_under_concurrency(
             assert sum(outbox.values()) == charged_by_account[paid[0]] + charged_by_account[paid[1]] > 0
             assert _scalar(conn, "SELECT count(*) FROM billing_outbox o JOIN usage_ledger u ON u.id = o.usage_id "
                                  "WHERE u.account_id <> o.account_id") == 0
+            # Images of jobs cancelled while being delivered were discarded: only delivered images are stored.
+            stored = [f for f in (tmp_path / "images").rglob("*") if f.is_file()]
+            assert len(stored) == _scalar(conn, "SELECT count(*) FROM job_outputs")
+            lost_races = logs[0].read_text(errors="replace").count("was cancelled or taken before it was delivered")
+
             # The worker batched: jobs delivered by one pipeline call share their finish time.
             batch_sizes = Counter(conn.execute(text(
                 "SELECT count(*) FROM jobs WHERE model = :m AND status = 'succeeded' GROUP BY finished_at"),
@@ -294,8 +299,8 @@ def test_shared_capped_licence_settles_exactly_under_concurrency(
                                                    "'cancelled' AND started_at IS NOT NULL", m=MODEL)
         print(f"\n[{at_cap}] responses {dict(statuses)}; accepted {len(accepted)} jobs ({sum(accepted.values())} "
               f"images); cancels {dict(Counter(c.status_code for _, c in cancels))} ({claimed_when_cancelled} of "
-              f"the cancelled already claimed); charged {total_charged} images, overage {overage}; batches "
-              f"(jobs: calls) {dict(sorted(batch_sizes.items()))}; {elapsed:.1f}s")
+              f"the cancelled already claimed, {lost_races} while delivering); charged {total_charged} images, "
+              f"overage {overage}; batches (jobs: calls) {dict(sorted(batch_sizes.items()))}; {elapsed:.1f}s")
     finally:
         stop_all(procs)
         engine.dispose()
