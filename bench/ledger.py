@@ -55,9 +55,9 @@ INSERT INTO job_outputs (id, job_id, index, seed, format, width, height, storage
 SELECT 'img_b' || g, 'gen_b' || g, 0, g, 'png', 1024, 1024, 'k', 1, 'x', j.created_at
 FROM generate_series(%(lo)s, %(hi)s - 1) AS g JOIN jobs j ON j.id = 'gen_b' || g;
 INSERT INTO usage_ledger (job_id, image_id, api_key_id, account_id, model, license, images, width, height, steps,
-                          megapixel_steps, gpu_seconds, price_units, created_at)
+                          megapixel_steps, gpu_seconds, price_units, usage_day, created_at)
 SELECT j.id, 'img_b' || g, j.api_key_id, j.account_id, j.model, j.license, 1, 1024, 1024, 30, 31.45728, 0.55, 1000,
-       j.created_at
+       (j.created_at AT TIME ZONE 'UTC')::date, j.created_at
 FROM generate_series(%(lo)s, %(hi)s - 1) AS g JOIN jobs j ON j.id = 'gen_b' || g;
 """
 
@@ -65,7 +65,7 @@ ROLLUP_SQL = """
 TRUNCATE usage_daily;
 INSERT INTO usage_daily (day, account_id, api_key_id, model, license, images, megapixel_steps, gpu_seconds,
                          price_units)
-SELECT (created_at AT TIME ZONE 'UTC')::date, account_id, api_key_id, model, max(license), sum(images),
+SELECT usage_day, account_id, api_key_id, model, max(license), sum(images),
        sum(megapixel_steps), sum(gpu_seconds), sum(price_units)
 FROM usage_ledger GROUP BY 1, 2, 3, 4;
 ANALYZE;
