@@ -14,6 +14,11 @@ It blocks a prompt when
   bar is lower: any suggestive term (``bikini``, ``thighs``, ``kissing``…) is a
   sexual signal too.
 
+Ages are read from the positive prompt only; the sexual signal may come from either
+prompt (``aged twelve`` with ``clothes`` in the negative prompt blocks). An age in the
+negative prompt (``12yo, child`` there) steers *away* from minors, like every other youth
+term there, and is no youth signal.
+
 A youth signal alone is allowed (``teenage mutant ninja turtles``, ``a child
 flying a kite``); :class:`~app.moderation.policy.Decision` then carries
 ``rating_cap="safe"`` so the caller generates it with safe rating tags.

@@ -27,7 +27,8 @@ view but ``ages``, so the words around them stay adjacent.
 ``ages``
     a digit-preserving view for age detection: never leet-folded, ``_ - '`` split words, and a
     decimal such as the weight in ``(girl:1.5)`` becomes the single token ``1#5`` so it can never
-    read as an age. Empty when the text has no digit. :mod:`app.moderation.ages` matches every
+    read as an age; a comma that ends a tag stays as the token ``,``. Empty when the text has no
+    digit and no ``year``. :mod:`app.moderation.ages` matches every
     written form of a minor age on it (``15yo``, ``15 y o``, ``1 5 yo``, ``age15``…).
 
 Everything here is ``str.translate``/``str.split`` plus loops over tokens: linear time,
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from itertools import pairwise
 from string import ascii_lowercase, digits
 
 __all__ = ["NormalizedText", "fold", "normalize"]
@@ -229,7 +231,7 @@ def normalize(text: str) -> NormalizedText:
         skeleton_spaced=spaced.translate(_SKELETON),
         skeleton_joined=joined.translate(_SKELETON),
         runs=tuple(r.translate(_SKELETON) for r in runs),
-        ages=_age_view(with_weights) if any(d in with_weights for d in _DIGITS) else "",
+        ages=_age_view(_fold_marking_tag_ends(decomposed)) if _may_hold_age(with_weights) else "",
     )
 
 
@@ -276,6 +278,25 @@ def _flush_run(run: list[str], out: list[str], runs: list[str]) -> None:
     else:
         out.append(run[0])
     run.clear()
+
+
+def _may_hold_age(folded: str) -> bool:
+    # "year" lets a bare "twelve years," (no digit) reach the ages view's tag-end rule.
+    return any(d in folded for d in _DIGITS) or "year" in folded
+
+
+def _fold_marking_tag_ends(decomposed: str) -> str:
+    """Fold ``decomposed`` keeping each comma that ends a tag as a ``,`` token, so the ages view can tell
+    ``12 years,`` (a tag: an age) from ``12 years later``. A comma between digits is a thousands
+    separator (``1,000``) and splits like any other punctuation."""
+    if "," not in decomposed:
+        return decomposed.translate(_FOLD)
+    parts = decomposed.split(",")
+    pieces = [parts[0].translate(_FOLD)]
+    for before, part in pairwise(parts):
+        pieces.append(" " if before[-1:].isdigit() and part[:1].isdigit() else " , ")
+        pieces.append(part.translate(_FOLD))
+    return "".join(pieces)
 
 
 def _age_view(base: str) -> str:

@@ -78,19 +78,21 @@ def test_age_view_keeps_digits_and_never_reads_a_weight_as_an_age() -> None:
     assert normalize("(mature age:1.5)").ages == "mature age 1#5"
     assert normalize("1,000 years").ages == "1 000 years"
     assert normalize("no digits here").ages == ""
+    # A comma that ends a tag stays, so "12 years," reads apart from "12 years later".
+    assert normalize("girl, twelve years, nude").ages == "girl , twelve years , nude"
 
 
 def test_weight_numbers_leave_the_term_views_so_neighbours_stay_adjacent() -> None:
     view = normalize("(little:1.2) girl, [cat:dog:10], <lora:style_v2:0.8>")
     assert view.spaced == "little girl cat dog lora style v2"
     # The ages view keeps every number: it decides for itself what a number means.
-    assert view.ages == "little 1#2 girl cat dog 10 lora style v2 0#8"
+    assert view.ages == "little 1#2 girl , cat dog 10 , lora style v2 0#8"
 
 
 @pytest.mark.parametrize("repeat", [1, 100])  # few dots are walked, many are replaced in bulk
 def test_decimals_read_the_same_however_many_dots_a_prompt_has(repeat: int) -> None:
     view = normalize("(age:1.5), 15 y.o., 1..2, .5, 5., v1.5.2; " * repeat)
-    assert view.ages == " ".join(["age 1#5 15 y o 1 2 5 5 v1#5#2"] * repeat)
+    assert view.ages == " ".join(["age 1#5 , 15 y o , 1 2 , 5 , 5 , v1#5#2"] * repeat)
 
 
 def test_unicode_digits_become_ascii_digits() -> None:
