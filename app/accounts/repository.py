@@ -9,6 +9,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey, Plan
+from app.queue.lifecycle import CANCELLABLE
+from app.queue.models import Job
 
 
 async def plan_by_code(session: AsyncSession, code: str) -> Plan | None:
@@ -55,3 +57,14 @@ async def revoke_key(session: AsyncSession, key_id: str, when: datetime) -> bool
 async def any_admin_key(session: AsyncSession) -> bool:
     keys = (await session.execute(select(ApiKey.scopes).where(ApiKey.revoked_at.is_(None)))).scalars()
     return any("admin" in scopes for scopes in keys)
+
+
+async def unfinished_job_ids(session: AsyncSession, *, account_id: str | None = None,
+                             api_key_id: str | None = None) -> list[str]:
+    """Jobs of the account (or of the key) not yet settled: queued, running or delivering."""
+    stmt = select(Job.id).where(Job.status.in_([s.value for s in CANCELLABLE])).order_by(Job.created_at, Job.id)
+    if account_id is not None:
+        stmt = stmt.where(Job.account_id == account_id)
+    if api_key_id is not None:
+        stmt = stmt.where(Job.api_key_id == api_key_id)
+    return list((await session.execute(stmt)).scalars().all())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -16,6 +17,7 @@ from app.errors import AuthenticationError, Conflict, InvalidRequest, NotFound, 
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.kit.tokens import generate_token, parse_prefix, token_matches
+from app.settlement import service as settlement
 
 
 @dataclass(frozen=True)
@@ -76,13 +78,25 @@ async def create_key(
     return key, token.token
 
 
-async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
+async def revoke_key(session: AsyncSession, key_id: str) -> tuple[ApiKey, list[str]]:
+    """Revokes the key and cancels its unfinished jobs (not charged); returns the key and the cancelled job ids.
+
+    A revoked key's work must not go on being produced and billed after the partner (or an admin)
+    pulled it, so its queued, running and delivering jobs end here, in the same transaction.
+    """
     key = await repo.key_by_id(session, key_id)
     if key is None:
         raise NotFound(f"No key '{key_id}'.", param="id")
-    await repo.revoke_key(session, key_id, utcnow())
+    now = utcnow()
+    await repo.revoke_key(session, key_id, now)
+    cancelled = await _cancel_jobs(session, await repo.unfinished_job_ids(session, api_key_id=key_id), now)
     await session.refresh(key)
-    return key
+    return key, cancelled
+
+
+async def _cancel_jobs(session: AsyncSession, job_ids: Sequence[str], now: datetime) -> list[str]:
+    """Ends each job through the one settlement path; those that settled meanwhile are left as they are."""
+    return [job_id for job_id in job_ids if await settlement.cancel(session, job_id, now)]
 
 
 async def authenticate(session: AsyncSession, token: str | None) -> Principal:
@@ -146,8 +160,17 @@ async def update_plan(session: AsyncSession, code: str, changes: dict[str, Any])
     return plan
 
 
-async def update_account(session: AsyncSession, account_id: str, changes: dict[str, Any]) -> Account:
+async def update_account(session: AsyncSession, account_id: str,
+                         changes: dict[str, Any]) -> tuple[Account, list[str]]:
+    """Applies ``changes``; returns the account and the ids of the jobs cancelled by a suspension.
+
+    Suspending an account stops its work at once: its queued, running and delivering jobs are
+    cancelled (not charged) in the same transaction, so a suspended account is never billed for
+    images made after the decision.
+    """
     account = await get_account(session, account_id)
+    # Repeating a suspension is harmless and sweeps up any job that slipped in before it.
+    suspending = changes.get("status") == "suspended"
     for field in ("max_rating", "review_threshold"):
         if field in changes and changes[field] is None:
             raise InvalidRequest(f"'{field}' cannot be null.", code="invalid_value", param=field)
@@ -162,4 +185,7 @@ async def update_account(session: AsyncSession, account_id: str, changes: dict[s
     for name, value in changes.items():
         setattr(account, name, value)
     await session.flush()
-    return account
+    cancelled: list[str] = []
+    if suspending:
+        cancelled = await _cancel_jobs(session, await repo.unfinished_job_ids(session, account_id=account_id), utcnow())
+    return account, cancelled

@@ -21,6 +21,7 @@ from app.accounts.schemas import (
     PlanDetail,
     PlanFields,
 )
+from app.context import ContextDep
 from app.db import SessionDep
 from app.errors import COMMON_ERROR_RESPONSES, ErrorResponse
 from app.kit.pagination import PageDep
@@ -50,12 +51,17 @@ async def get_account(account_id: str, _: AdminCaller, session: SessionDep) -> A
 
 
 @router.patch("/accounts/{account_id}", response_model=AccountDetail, responses=_404)
-async def update_account(account_id: str, body: AccountPatch, _: AdminCaller, session: SessionDep) -> AccountDetail:
-    """Change an account's name, plan, status (`suspended` refuses its keys), limit overrides, `max_rating`
-    (`safe|questionable|explicit`: rating tags and explicit-term refusals) or `review_threshold` (output
-    classifier score above which images are withheld for review)."""
+async def update_account(account_id: str, body: AccountPatch, _: AdminCaller, session: SessionDep,
+                         ctx: ContextDep) -> AccountDetail:
+    """Change an account's name, plan, status, limit overrides, `max_rating` (`safe|questionable|explicit`:
+    rating tags and explicit-term refusals) or `review_threshold` (output classifier score above which images
+    are withheld for review).
+
+    Status `suspended` refuses the account's keys, cancels its queued and running jobs (they are not
+    charged) and stops its signed image links from working."""
     changes = body.model_dump(exclude_unset=True)
-    account = await accounts.update_account(session, account_id, changes)
+    account, cancelled = await accounts.update_account(session, account_id, changes)
+    _wake(ctx, cancelled)
     return AccountDetail.model_validate(account)
 
 
@@ -71,7 +77,8 @@ async def create_plan(body: PlanCreate, _: AdminCaller, session: SessionDep) -> 
     return PlanDetail.model_validate(await accounts.create_plan(session, body.model_dump()))
 
 
-@router.patch("/plans/{code}", response_model=PlanDetail, responses=_404)
+@router.patch("/plans/{code}", response_model=PlanDetail,
+              responses={**_404, 409: {"model": ErrorResponse, "description": "A Stripe price names another plan"}})
 async def update_plan(code: str, body: PlanFields, _: AdminCaller, session: SessionDep) -> PlanDetail:
     """Change a plan's limits; fields sent as null become unlimited. Applies from the next request."""
     return PlanDetail.model_validate(await accounts.update_plan(session, code, body.model_dump(exclude_unset=True)))
@@ -94,6 +101,16 @@ async def list_keys(account_id: str, _: AdminCaller, session: SessionDep) -> lis
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, responses=_404)
-async def revoke_key(key_id: str, _: AdminCaller, session: SessionDep) -> KeyOut:
-    """Revoke a key; its next request is refused with 401."""
-    return KeyOut.model_validate(await accounts.revoke_key(session, key_id))
+async def revoke_key(key_id: str, _: AdminCaller, session: SessionDep, ctx: ContextDep) -> KeyOut:
+    """Revoke a key: its next request is refused with 401, its queued and running jobs are cancelled (not
+    charged) and the signed image links of its jobs stop working."""
+    key, cancelled = await accounts.revoke_key(session, key_id)
+    _wake(ctx, cancelled)
+    return KeyOut.model_validate(key)
+
+
+def _wake(ctx: ContextDep, job_ids: list[str]) -> None:
+    """Wakes this process's waiters on the cancelled jobs, as the caller's own cancel does; waiters in other
+    replicas (and any that re-read before the commit) are woken by the NOTIFY settlement sends on commit."""
+    for job_id in job_ids:
+        ctx.events.job_changed(job_id)

@@ -150,7 +150,11 @@ async def get_image(
     expires: Annotated[int | None, Query(description="From a signed URL")] = None,
     sig: Annotated[str | None, Query(max_length=128, description="From a signed URL")] = None,
 ) -> Response:
-    """Image bytes: with the owner's key, or through the signed URL a generation response gave."""
+    """Image bytes: with the owner's key, or through the signed URL a generation response gave.
+
+    A signed URL works until it expires, and only while the account that made the image is active and the
+    key that made it is not revoked: after a suspension or a revocation it answers `403 image_link_revoked`.
+    A link that is malformed, tampered with or expired answers `401 invalid_signature`."""
     if expires is not None and sig is not None:
         if not ctx.presenter.signer.verify(image_id, expires, sig):
             raise AuthenticationError("The image link is invalid or has expired.", code="invalid_signature")

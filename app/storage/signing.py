@@ -40,6 +40,11 @@ class UrlSigner:
         return f"expires={expires}&sig={self._sig(image_id, expires)}"
 
     def verify(self, image_id: str, expires: int, sig: str, now: float | None = None) -> bool:
+        """True for an unexpired link with our signature; False for anything else, malformed input included."""
         if expires < (now if now is not None else time.time()):
+            return False
+        # compare_digest raises TypeError on a non-ASCII str; a signature we made is always ASCII hex,
+        # so anything else is simply wrong (401), never a 500.
+        if not sig.isascii():
             return False
         return hmac.compare_digest(self._sig(image_id, expires), sig)
