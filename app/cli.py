@@ -81,7 +81,9 @@ def serve(
         typer.echo(f"  {token}")
         typer.echo("=" * 72, err=False)
     app = create_app(settings, embedded_worker=embedded_worker)
-    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None,
+    # proxy_headers off: forwarded headers are honoured only from PONYSERVE_TRUSTED_PROXIES, by the
+    # service itself (app/context.py), not by uvicorn's loopback default.
+    uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None, proxy_headers=False,
                 timeout_graceful_shutdown=int(settings.drain_timeout_seconds))
 
 

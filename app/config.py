@@ -6,6 +6,7 @@ or a ``ModelSpec`` and never reads the environment itself.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import tomllib
 from functools import lru_cache
@@ -317,8 +318,23 @@ class Settings(BaseSettings):
     billing_event_max_age_seconds: float = Field(default=35 * 86400 - 3600, gt=0, le=35 * 86400)
     # How often each API process re-reads the outbox gauges it exports on /metrics.
     billing_metrics_refresh_seconds: float = Field(default=10.0, gt=0)
+    # The base of every link the service hands out (image URLs, review previews), e.g.
+    # "https://images.example.com". Unset: the scheme and the address of the socket the request
+    # arrived on, never the caller's Host header (which anyone can set, so links would point
+    # wherever a caller says). Behind a proxy, set this or list the proxy in trusted_proxies.
+    public_url: str | None = None
+    # Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-Proto/-Host and Forwarded headers
+    # decide link bases when public_url is unset. Empty: forwarded headers are ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # When set, GET /metrics wants "Authorization: Bearer <token>". Unset, /metrics stays open for
+    # laptop use; a production deployment must set it (the numbers describe customers' traffic).
+    metrics_token: SecretStr | None = None
+    # How often a background task re-reads the database-backed gauges (fleet, licences, billing),
+    # so a scrape itself does no database work.
+    metrics_refresh_seconds: float = Field(default=15.0, gt=0)
 
-    @field_validator("moderation_block_files", "moderation_allow_files", "stripe_webhook_secrets", mode="before")
+    @field_validator("moderation_block_files", "moderation_allow_files", "stripe_webhook_secrets", "trusted_proxies",
+                     mode="before")
     @classmethod
     def _path_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -327,6 +343,21 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        # Fail at start-up on a typo rather than silently trusting nobody (or everybody).
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return value.rstrip("/") if value else None
 
     @property
     def resolved_images_dir(self) -> Path:

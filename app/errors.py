@@ -84,6 +84,11 @@ class AuthenticationError(AppError):
     type = "authentication_error"
     code = "invalid_api_key"
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # RFC 9110: a 401 says which scheme to use (clients and proxies act on it).
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="ponyserve"')
+
 
 class QuotaExceeded(AppError):
     status_code = 402
@@ -312,11 +317,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Also reached by errors raised outside the ExceptionMiddleware (in middleware, or as an
-        # exception group); an outage is still a 503 there.
-        if is_database_unavailable(exc):
-            return _database_unavailable_response(request, exc)
-        log.exception("unhandled error", exc_info=exc)
-        body = {"error": {"type": "server_error", "code": "internal_error",
-                          "message": "Internal error; it has been logged.", "param": None}}
-        return JSONResponse(body, status_code=500)
+        # Only reached by errors raised outside the error boundary (app.observability.security),
+        # i.e. in the outer middleware; the boundary renders everything else the same way.
+        return unexpected_error_response(request, exc)
+
+
+def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The 500 for a bug (an outage is still a 503), logged once with its traceback."""
+    if is_database_unavailable(exc):
+        return _database_unavailable_response(request, exc)
+    log.error("unhandled error", exc_info=exc,
+              extra={"method": request.method, "path": request.url.path, "error": type(exc).__name__})
+    body = {"error": {"type": "server_error", "code": "internal_error",
+                      "message": "Internal error; it has been logged.", "param": None}}
+    return JSONResponse(body, status_code=500)

@@ -7,14 +7,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
 
 from app.admin.endpoints import router as admin_router
 from app.billing.endpoints import router as billing_router
 from app.billing.endpoints import webhooks_router as billing_webhooks_router
-from app.billing.metrics import refresh_loop as refresh_billing_metrics
 from app.billing.metrics import stop_task
 from app.billing.reporter import BillingReporter
 from app.billing.stripe_api import StripeGateway
@@ -27,7 +31,9 @@ from app.generation.catalog import ModelCatalog
 from app.generation.endpoints import router as generation_router
 from app.generation.events import router as generation_events_router
 from app.generation.service import Presenter
+from app.kit.allow_header import AllowHeaderMiddleware
 from app.kit.clock import utcnow
+from app.kit.input_policy import InputPolicyMiddleware
 from app.licensing import service as licensing
 from app.licensing.endpoints import router as licensing_router
 from app.metering.endpoints import router as usage_router
@@ -35,9 +41,11 @@ from app.moderation.endpoints import router as moderation_router
 from app.moderation.service import Moderator, build_policy
 from app.moderation.service import attach as attach_moderator
 from app.moderation.service import detach as detach_moderator
+from app.observability.endpoints import refresh_metrics_loop
 from app.observability.endpoints import router as ops_router
 from app.observability.fleet import FLEET
 from app.observability.middleware import RequestMiddleware
+from app.observability.security import ErrorBoundaryMiddleware, SecurityHeadersMiddleware
 from app.queue.notify import JobEvents, PgListener
 from app.storage.local import LocalImageStore
 from app.storage.signing import UrlSigner, load_or_create_secret
@@ -61,6 +69,46 @@ async def sync_licenses(db: Database, settings: Settings) -> None:
             log.info("licence terms recorded", extra={"licenses": changed})
     except IntegrityError:
         log.info("another replica recorded the licence terms first")
+
+
+def _metrics_interval(settings: Settings) -> float:
+    # The older billing-only setting, where a deployment (or test) set it, still shortens the interval.
+    if "billing_metrics_refresh_seconds" in settings.model_fields_set:
+        return min(settings.metrics_refresh_seconds, settings.billing_metrics_refresh_seconds)
+    return settings.metrics_refresh_seconds
+
+
+# Swagger UI and ReDoc assets shipped in the fastapi-offline wheel: the API reference works
+# without internet access and loads nothing from third parties.
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def _install_offline_docs(app: FastAPI) -> None:
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+                                   oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+                                   # No badge fetched from validator.swagger.io: nothing leaves the page.
+                                   swagger_ui_parameters={"validatorUrl": None})
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False)
 
 
 def create_app(settings: Settings | None = None, *, embedded_worker: bool = True) -> FastAPI:
@@ -92,8 +140,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         # Billing: the Stripe client for admin calls, fresh outbox gauges, and in embedded mode the
         # usage reporter beside the worker (standalone deployments run it in `ponyserve worker`).
         app.state.stripe = StripeGateway(settings) if settings.stripe_enabled else None
-        billing_metrics = asyncio.create_task(refresh_billing_metrics(db, settings.billing_metrics_refresh_seconds),
-                                              name="billing-metrics")
+        # One task re-reads every database-backed gauge, so a scrape does no database work.
+        metrics_refresher = asyncio.create_task(refresh_metrics_loop(app.state.ctx, _metrics_interval(settings)),
+                                                name="metrics-refresh")
         reporter = reporter_task = None
         worker_task = worker = None
         if embedded_worker:
@@ -120,7 +169,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
                 reporter.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(reporter_task, timeout=settings.stripe_timeout_seconds + 5)
-            await stop_task(billing_metrics)
+            await stop_task(metrics_refresher)
             if app.state.stripe is not None:
                 await app.state.stripe.close()
             if listener is not None:
@@ -134,10 +183,22 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Served below from packaged files instead of FastAPI's CDN defaults.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    # Last added runs first: security headers around everything (413s included), then request
+    # ids and the request log, then the error boundary, so an unexpected error is logged with
+    # its request id and answered as a 500 that the request log sees.
+    app.add_middleware(ErrorBoundaryMiddleware)
+    # Inside the request middleware, so their refusals are logged and measured like any response.
+    app.add_middleware(AllowHeaderMiddleware)
+    app.add_middleware(InputPolicyMiddleware)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes,
                        path_limits={"/webhooks/stripe": 1024 * 1024, "/admin/optouts/import": 8 * 1024 * 1024})
+    app.add_middleware(SecurityHeadersMiddleware)
+    _install_offline_docs(app)
     app.include_router(generation_router)
     app.include_router(generation_events_router)
     app.include_router(compat_router)

@@ -53,7 +53,7 @@ def start_server(settings: Settings, *, embedded_worker: bool = True) -> LiveSer
 
 def make_settings(database_url: str, data_dir: Path, demo_model_dir: Path, **overrides: object) -> Settings:
     return Settings(database_url=database_url, data_dir=data_dir, demo_model_path=demo_model_dir,
-                    heartbeat_seconds=0.5, log_json=False, **overrides)
+                    heartbeat_seconds=0.5, log_json=False, **{"metrics_refresh_seconds": 0.2, **overrides})
 
 
 @dataclass

@@ -7,11 +7,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.accounts.models import Plan
+from app.kit.bounds import column_int
+from app.kit.request import RequestModel, omittable
+
 Scope = Literal["generate", "admin", "moderator"]
 Rating = Literal["safe", "questionable", "explicit"]
 
 
-class AccountCreate(BaseModel):
+class AccountCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
@@ -50,7 +54,7 @@ class AccountList(BaseModel):
     offset: int
 
 
-class KeyCreate(BaseModel):
+class KeyCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="", max_length=200)
@@ -75,57 +79,69 @@ class KeyCreated(KeyOut):
     key: str = Field(description="The secret key. Shown once: only its hash is stored.")
 
 
-class LimitOverrides(BaseModel):
+class LimitOverrides(RequestModel):
     """Any plan limit, for one account (replaces the plan's) or one key (may only tighten)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    monthly_image_quota: int | None = Field(default=None, ge=0)
-    daily_image_quota: int | None = Field(default=None, ge=0)
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    burst: int | None = Field(default=None, ge=1)
-    max_concurrent_jobs: int | None = Field(default=None, ge=1)
-    max_queued_jobs: int | None = Field(default=None, ge=1)
-    max_width: int | None = Field(default=None, ge=64)
-    max_height: int | None = Field(default=None, ge=64)
-    max_steps: int | None = Field(default=None, ge=1)
-    max_n: int | None = Field(default=None, ge=1)
-    priority: int | None = None
-    allowed_models: list[str] | None = None
+    monthly_image_quota: int | None = column_int(Plan.monthly_image_quota, ge=0)
+    daily_image_quota: int | None = column_int(Plan.daily_image_quota, ge=0)
+    requests_per_minute: int | None = column_int(Plan.requests_per_minute, ge=1)
+    burst: int | None = column_int(Plan.burst, ge=1)
+    max_concurrent_jobs: int | None = column_int(Plan.max_concurrent_jobs, ge=1)
+    max_queued_jobs: int | None = column_int(Plan.max_queued_jobs, ge=1)
+    max_width: int | None = column_int(Plan.max_width, ge=64)
+    max_height: int | None = column_int(Plan.max_height, ge=64)
+    max_steps: int | None = column_int(Plan.max_steps, ge=1)
+    max_n: int | None = column_int(Plan.max_n, ge=1)
+    priority: int | None = column_int(Plan.priority)
+    allowed_models: list[str] | None = Field(default=None, max_length=200)
 
 
-class PlanFields(BaseModel):
+# PATCH null semantics: a field left out is unchanged; ``null`` clears it where its column is nullable
+# (quotas and rate limits: unlimited; allowed_models: every model; Stripe prices: none). Fields
+# whose column cannot be empty are typed without null, so an explicit null is a 400 naming the field.
+_NOT_NULL = "Not nullable: omit it to keep the current value."
+
+
+class PlanFields(RequestModel):
+    """A plan's settable fields; as a PATCH body, every field is optional."""
+
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    monthly_image_quota: int | None = Field(default=None, ge=0, description="null = unlimited")
-    daily_image_quota: int | None = Field(default=None, ge=0, description="null = unlimited")
-    requests_per_minute: int | None = Field(default=None, ge=1, description="null = no rate limit")
-    burst: int | None = Field(default=None, ge=1)
-    max_concurrent_jobs: int | None = Field(default=None, ge=1, description="running jobs per key")
-    max_queued_jobs: int | None = Field(default=None, ge=1, description="queued jobs per key")
-    max_width: int | None = Field(default=None, ge=64)
-    max_height: int | None = Field(default=None, ge=64)
-    max_steps: int | None = Field(default=None, ge=1)
-    max_n: int | None = Field(default=None, ge=1)
-    priority: int | None = None
-    allowed_models: list[str] | None = Field(default=None, description="null = every model")
-    is_paid: bool | None = Field(default=None, description="Paid plans are monetised inference (licences may forbid)")
+    name: str = omittable(min_length=1, max_length=200, description=_NOT_NULL)
+    monthly_image_quota: int | None = column_int(Plan.monthly_image_quota, ge=0, description="null = unlimited")
+    daily_image_quota: int | None = column_int(Plan.daily_image_quota, ge=0, description="null = unlimited")
+    requests_per_minute: int | None = column_int(Plan.requests_per_minute, ge=1, description="null = no rate limit")
+    burst: int | None = column_int(Plan.burst, ge=1, description="null = no burst allowance beyond the rate")
+    max_concurrent_jobs: int | None = column_int(Plan.max_concurrent_jobs, ge=1,
+                                                 description="running jobs per key; null = unlimited")
+    max_queued_jobs: int | None = column_int(Plan.max_queued_jobs, ge=1,
+                                             description="queued jobs per key; null = unlimited")
+    max_width: int = column_int(Plan.max_width, ge=64, description=_NOT_NULL)
+    max_height: int = column_int(Plan.max_height, ge=64, description=_NOT_NULL)
+    max_steps: int = column_int(Plan.max_steps, ge=1, description=_NOT_NULL)
+    max_n: int = column_int(Plan.max_n, ge=1, description=_NOT_NULL)
+    priority: int = column_int(Plan.priority, description=_NOT_NULL)
+    allowed_models: list[str] | None = Field(default=None, max_length=200, description="null = every model")
+    is_paid: bool = omittable(description="Paid plans are monetised inference (licences may forbid). "
+                                                    + _NOT_NULL)
     stripe_price_id: str | None = Field(default=None, pattern=r"^price_[A-Za-z0-9_]{1,200}$",
                                         description="Stripe price of the plan's flat part; names the plan in "
-                                                    "subscriptions (unique)")
+                                                    "subscriptions (unique). null = none")
     stripe_metered_price_id: str | None = Field(default=None, pattern=r"^price_[A-Za-z0-9_]{1,200}$",
-                                                description="Stripe price billed per image through the Billing Meter")
+                                                description="Stripe price billed per image through the Billing "
+                                                            "Meter. null = none")
 
 
 class PlanCreate(PlanFields):
     code: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     name: str = Field(min_length=1, max_length=200)
-    max_width: int = Field(default=1024, ge=64)
-    max_height: int = Field(default=1024, ge=64)
-    max_steps: int = Field(default=50, ge=1)
-    max_n: int = Field(default=4, ge=1)
-    priority: int = 0
+    max_width: int = column_int(Plan.max_width, 1024, ge=64)
+    max_height: int = column_int(Plan.max_height, 1024, ge=64)
+    max_steps: int = column_int(Plan.max_steps, 50, ge=1)
+    max_n: int = column_int(Plan.max_n, 4, ge=1)
+    priority: int = column_int(Plan.priority, 0)
     is_paid: bool = False
 
 
@@ -140,25 +156,28 @@ class PlanDetail(PlanOut):
     stripe_metered_price_id: str | None
 
 
-class AccountPatch(BaseModel):
+class AccountPatch(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    plan: str | None = Field(default=None, description="Plan code")
-    status: Literal["active", "suspended"] | None = None
+    """Every field optional: a field left out is unchanged. Only ``limit_overrides`` takes ``null``
+    (clears every override); the others' columns cannot be empty, so ``null`` is refused."""
+
+    name: str = omittable(min_length=1, max_length=200, description=_NOT_NULL)
+    plan: str = omittable(min_length=1, max_length=64, description="Plan code. " + _NOT_NULL)
+    status: Literal["active", "suspended"] = omittable(description=_NOT_NULL)
     limit_overrides: LimitOverrides | None = Field(
-        default=None, description="Replaces the account's overrides; fields left null follow the plan"
+        default=None, description="Replaces the account's overrides; fields left null follow the plan; "
+                                  "null clears them all"
     )
-    max_rating: Rating | None = Field(
-        default=None,
+    max_rating: Rating = omittable(
         description="Most explicit content the account may request: 'safe' (the default) refuses explicit terms "
                     "and adds rating_safe on Pony models, 'questionable' adds rating_questionable, 'explicit' "
-                    "adds nothing. The CSAM guard applies whatever this says.",
+                    "adds nothing. The CSAM guard applies whatever this says. " + _NOT_NULL,
     )
-    review_threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0,
+    review_threshold: float = omittable(
+        ge=0.0, le=1.0,
         description="Output classifier score above which an image is withheld for review (default 0.8; "
-                    "1.0 never withholds).",
+                    "1.0 never withholds). " + _NOT_NULL,
     )
 
 

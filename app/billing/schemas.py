@@ -7,10 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.kit.request import RequestModel
+
 OutboxStatusName = Literal["pending", "sent", "expired", "unconfirmed", "failed", "dismissed"]
 
 
-class CustomerLink(BaseModel):
+class CustomerLink(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     stripe_customer_id: str | None = Field(
@@ -19,12 +21,12 @@ class CustomerLink(BaseModel):
     email: str | None = Field(default=None, max_length=320, description="For a new customer: its billing email")
 
 
-class CheckoutCreate(BaseModel):
+class CheckoutCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: str = Field(min_length=1, max_length=64, description="Code of a plan with Stripe prices")
-    success_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
-    cancel_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://")
+    success_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://[^\x00-\x1f\x7f]*$")
+    cancel_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://[^\x00-\x1f\x7f]*$")
 
 
 class CheckoutOut(BaseModel):
@@ -33,7 +35,7 @@ class CheckoutOut(BaseModel):
     expires_at: int | None
 
 
-class SubscriptionCreate(BaseModel):
+class SubscriptionCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     plan: str = Field(min_length=1, max_length=64, description="Code of a plan with Stripe prices")
@@ -120,7 +122,7 @@ class BillingOverview(BaseModel):
     webhooks: WebhookSummary
 
 
-class OutboxResolve(BaseModel):
+class OutboxResolve(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["resend", "mark_sent", "dismiss"] = Field(

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.kit.request import RequestModel
+
 _TXT2IMG_EXAMPLE: dict[str, Any] = {
     "prompt": "a pony in a meadow, watercolor",
     "negative_prompt": "blurry",
@@ -39,7 +41,7 @@ _UNSUPPORTED = "Not supported here: only its default value is accepted."
 _IGNORED = "Accepted and ignored."
 
 
-class StableDiffusionProcessingTxt2Img(BaseModel):
+class StableDiffusionProcessingTxt2Img(RequestModel):
     """Body of ``POST /sdapi/v1/txt2img`` (A1111's ``StableDiffusionTxt2ImgProcessingAPI``)."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [_TXT2IMG_EXAMPLE]})

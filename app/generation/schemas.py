@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.kit.request import RequestModel
+
 OutputFormat = Literal["png", "jpeg", "webp"]
 OutputStatus = Literal["delivered", "withheld", "removed"]
 _STATUS_DOC = ("'delivered'; 'withheld' while the output classifier's flag awaits a moderator (no bytes or link "
@@ -15,7 +17,7 @@ MAX_SEED = 2**32 - 1
 MAX_STEPS = 500
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"prompt": "a pony in a meadow, watercolor", "size": "512x512",

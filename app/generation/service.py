@@ -18,6 +18,7 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import repository as accounts_repo
 from app.accounts.service import Principal
 from app.config import ModelSpec
 from app.db import Database
@@ -32,6 +33,7 @@ from app.errors import (
     Timeout,
 )
 from app.generation.catalog import ModelCatalog
+from app.generation.encoder_depth import max_clip_skip
 from app.generation.schemas import (
     GenerationRequest,
     ImageData,
@@ -122,6 +124,11 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         ) from None
     # A1111 convention (1 = last layer); the model's configured value when the caller sends none.
     clip_skip = req.clip_skip if req.clip_skip is not None else spec.clip_skip
+    depth = max_clip_skip(spec)
+    if req.clip_skip is not None and depth is not None and req.clip_skip > depth:
+        # Refused here rather than failing in the worker after the job was queued and reserved.
+        raise InvalidRequest(f"clip_skip {req.clip_skip} exceeds the {depth} layers of model '{spec.name}' text "
+                             "encoder.", code="invalid_clip_skip", param="clip_skip")
     _check_plan(principal, limits, width=width, height=height, steps=steps, n=req.n)
     preview_every = req.preview_every or None
     if preview_every is not None and preview_every > steps:
@@ -463,7 +470,18 @@ async def image_for_owner(session: AsyncSession, principal: Principal, image_id:
 
 
 async def image_by_id(session: AsyncSession, image_id: str) -> JobOutput:
+    """The image behind a signed link, which works only while the job's account is active and its key unrevoked.
+
+    A link carries no key of its own, so without this check it would outlive a suspension or a
+    revocation by its whole lifetime; ``403 image_link_revoked`` then says why it stopped working.
+    """
     found = await queue.get_output(session, image_id)
     if found is None:
         raise NotFound(f"No image '{image_id}'.", param="id")
-    return _servable(found[0])
+    output, job = found
+    account = await accounts_repo.account_by_id(session, job.account_id)
+    key = await accounts_repo.key_by_id(session, job.api_key_id)
+    if account is None or account.status != "active" or key is None or key.revoked_at is not None:
+        raise PermissionDenied("This image link no longer works: the account was suspended or the API key that "
+                               "made the image was revoked.", code="image_link_revoked", param="id")
+    return _servable(output)

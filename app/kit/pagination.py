@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Query
 from pydantic import BaseModel
 
+from app.kit.bounds import INT64_MAX
+
 
 class Page(BaseModel):
     limit: int
@@ -15,7 +17,8 @@ class Page(BaseModel):
 
 def _page(
     limit: Annotated[int, Query(ge=1, le=500, description="Rows per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Rows to skip")] = 0,
+    # OFFSET is a BIGINT in Postgres: a larger value is a database error, not an empty page.
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX, description="Rows to skip")] = 0,
 ) -> Page:
     return Page(limit=limit, offset=offset)
 

@@ -10,11 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import Response
 
+from app.accounts import repository as accounts_repo
 from app.accounts.auth import AdminCaller
 from app.db import SessionDep
 from app.errors import COMMON_ERROR_RESPONSES, InvalidRequest
 from app.kit.clock import utcnow
 from app.licensing import service
+from app.licensing.metrics import LICENSES
 from app.licensing.schemas import (
     LicenseStatusOut,
     LicenseTermsOut,
@@ -31,6 +33,9 @@ router = APIRouter(prefix="/admin", tags=["licensing"], responses=COMMON_ERROR_R
 async def license_status(_: AdminCaller, session: SessionDep) -> list[LicenseStatusOut]:
     """Per licence: the terms in force, the cap period, used, reserved, remaining, projection and state
     (`ok`, `warning`, `critical`, `exhausted` against the licence's thresholds), and trailing-12-month revenue."""
+    rows = await service.statuses(session, utcnow())
+    # What an admin just read is what the licence gauges show, without waiting for their refresh.
+    LICENSES.rows = rows
     return [
         LicenseStatusOut(
             license=LicenseTermsOut.model_validate(s.terms), period_start=s.period_start, period_end=s.period_end,
@@ -39,7 +44,7 @@ async def license_status(_: AdminCaller, session: SessionDep) -> list[LicenseSta
             revenue=RevenueStatus(trailing_12m_usd=s.revenue_12m, cap_usd=s.terms.annual_revenue_cap_usd,
                                   state=s.revenue_state),
         )
-        for s in await service.statuses(session, utcnow())
+        for s in rows
     ]
 
 
@@ -53,7 +58,11 @@ async def add_license_version(body: LicenseVersionCreate, _: AdminCaller, sessio
 
 @router.post("/revenue", status_code=201, response_model=RevenueOut)
 async def add_revenue(body: RevenueCreate, _: AdminCaller, session: SessionDep) -> RevenueOut:
-    """Record revenue (counted against licences' annual revenue caps). Idempotent on `reference`."""
+    """Record revenue (counted against licences' annual revenue caps). Idempotent on `reference`.
+    `account_id`, when given, must name an existing account."""
+    # Checked here: the foreign key would otherwise refuse it at INSERT, as a 500.
+    if body.account_id is not None and await accounts_repo.account_by_id(session, body.account_id) is None:
+        raise InvalidRequest(f"Unknown account '{body.account_id}'.", code="unknown_account", param="account_id")
     entry = await service.record_revenue(session, amount_usd=body.amount_usd, occurred_at=body.occurred_at or utcnow(),
                                          source="admin", reference=body.reference, note=body.note,
                                          account_id=body.account_id)

@@ -9,11 +9,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.config import LicenseSpec
+from app.kit.bounds import column_decimal, column_int
+from app.kit.request import RequestModel
+from app.licensing.models import License, RevenueEntry
 
 State = Literal["ok", "warning", "critical", "exhausted"]
 
 
-class LicenseVersionCreate(LicenseSpec):
+class LicenseVersionCreate(RequestModel, LicenseSpec):
+    monthly_image_cap: int | None = column_int(License.monthly_image_cap, ge=0,
+                                               description="Deployment-wide; null = no cap")
+    # A float in the licence file; here a decimal bound by its NUMERIC column (2.6e223 was a 500).
+    annual_revenue_cap_usd: Decimal | None = column_decimal(  # type: ignore[assignment]
+        License.annual_revenue_cap_usd, ge=0, description="null = no revenue cap")
     effective_from: datetime | None = Field(default=None, description="When these terms apply; default: now")
 
 
@@ -55,14 +63,14 @@ class LicenseStatusOut(BaseModel):
     revenue: RevenueStatus
 
 
-class RevenueCreate(BaseModel):
+class RevenueCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    amount_usd: Decimal = Field(gt=0, max_digits=14, decimal_places=2)
+    amount_usd: Decimal = column_decimal(RevenueEntry.amount_usd, ..., gt=0)
     occurred_at: datetime | None = Field(default=None, description="Default: now")
     reference: str | None = Field(default=None, max_length=200, description="Unique: the same reference is kept once")
     note: str | None = Field(default=None, max_length=2000)
-    account_id: str | None = None
+    account_id: str | None = Field(default=None, max_length=40)
 
 
 class RevenueOut(BaseModel):

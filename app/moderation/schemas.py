@@ -7,10 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.kit.request import RequestModel
+
 ReviewStatus = Literal["pending", "approved", "rejected"]
 
 
-class OptOutCreate(BaseModel):
+class OptOutCreate(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"name": "Jane Example", "aliases": ["janeexample", "j. example"]}]},
@@ -103,7 +105,7 @@ class ReviewList(BaseModel):
     offset: int
 
 
-class ReviewDecision(BaseModel):
+class ReviewDecision(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=2000, description="Why; kept with the review and the audit log.")

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from sqlalchemy import text
 
 from app.billing.metrics import BILLING
 from app.context import AppContext, ContextDep
-from app.errors import ErrorBody, ServiceUnavailable, database_unavailable, is_database_unavailable
+from app.errors import (
+    AuthenticationError,
+    ErrorBody,
+    ErrorResponse,
+    ServiceUnavailable,
+    database_unavailable,
+    is_database_unavailable,
+)
 from app.kit.clock import utcnow
 from app.licensing.metrics import LICENSES
 from app.queue import repository as queue
@@ -88,11 +97,43 @@ def _not_ready(*, database: bool, workers: dict[str, int], err: ServiceUnavailab
     return JSONResponse(body, status_code=err.status_code, headers=err.headers)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(ctx: ContextDep) -> Response:
-    """Prometheus exposition: request latency, jobs, queue depth, workers."""
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"model": ErrorResponse}})
+async def metrics(ctx: ContextDep, authorization: Annotated[str | None, Header()] = None) -> Response:
+    """Prometheus exposition: request latency, jobs, queue depth, workers.
+
+    With PONYSERVE_METRICS_TOKEN set, wants `Authorization: Bearer <token>`. Cheap to scrape: the
+    database-backed gauges are refreshed in the background (see `refresh_metrics_loop`)."""
+    _check_metrics_token(ctx.settings.metrics_token, authorization)
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_metrics_token(token: SecretStr | None, authorization: str | None) -> None:
+    if token is None:
+        return  # open for laptop use; production sets the token (README)
+    scheme, _, presented = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(presented.strip().encode(), expected):
+        raise AuthenticationError("Send 'Authorization: Bearer <metrics token>'.", code="invalid_metrics_token")
+
+
+async def refresh_metrics(ctx: AppContext) -> None:
+    """Re-reads every database-backed gauge in one short transaction."""
+    now = utcnow()
     async with ctx.db.unit_of_work() as session:
         await ctx.fleet.refresh(session, ctx.settings.worker_stale_seconds)
-        await LICENSES.refresh(session, utcnow())
-        await BILLING.refresh(session, utcnow())
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        await LICENSES.refresh(session, now)
+        await BILLING.refresh(session, now)
+
+
+async def refresh_metrics_loop(ctx: AppContext, interval: float) -> None:
+    """Keeps the gauges fresh until cancelled; a failed round keeps the last values."""
+    while True:
+        try:
+            await refresh_metrics(ctx)
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                log.warning("metrics refresh skipped: database unavailable")
+            else:
+                log.exception("metrics refresh failed")
+        await asyncio.sleep(interval)

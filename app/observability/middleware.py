@@ -15,6 +15,8 @@ from app.observability.metrics import REQUEST_LATENCY
 
 log = logging.getLogger("ponyserve.http")
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class _BodyTooLarge(Exception):
     pass
@@ -47,18 +49,28 @@ class RequestMiddleware:
             return
 
         received = 0
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, response_started
+            if too_large:
+                # A chunked body (no Content-Length) overflows while the app reads it, and FastAPI turns
+                # any error raised there into "400 error parsing the body". Whatever the app answers
+                # then, the caller gets the 413 the overflow deserves.
+                if message["type"] == "http.response.start" and not response_started:
+                    status, response_started = 413, True
+                    await self._reject_too_large(send, rid, limit)
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
@@ -80,9 +92,11 @@ class RequestMiddleware:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        REQUEST_LATENCY.labels(template, scope["method"], str(status)).observe(elapsed)
+        # A client picks the method: anything but the standard ones is one label, not one each.
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        REQUEST_LATENCY.labels(template, method, str(status)).observe(elapsed)
         if template not in ("/metrics", "/healthz", "/readyz"):
-            log.info("request", extra={"method": scope["method"], "route": template, "status": status,
+            log.info("request", extra={"method": method, "route": template, "status": status,
                                        "ms": round(elapsed * 1000, 2)})
 
     async def _reject_too_large(self, send: Send, rid: str, limit: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 from harness import new_customer, wait_jobs_finished
@@ -87,6 +88,11 @@ def test_revenue_entries_feed_the_revenue_cap_state(lclient, licensed) -> None:
     status = {s["license"]["id"]: s for s in lclient.get("/admin/licenses", headers=admin).json()}
     assert status["rev"]["revenue"]["trailing_12m_usd"] == "850.00"
     assert status["rev"]["revenue"]["state"] == "warning"
-    metrics = lclient.get("/metrics").text
+    # The gauges are refreshed in the background (a scrape does no database work); every test
+    # server in this process refreshes the same process-wide gauges, so wait for this one's.
+    deadline = time.monotonic() + 10
+    while 'ponyserve_license_revenue_ratio{license="rev"}' not in (metrics := lclient.get("/metrics").text):
+        assert time.monotonic() < deadline, "licence gauges never refreshed"
+        time.sleep(0.05)
     assert 'ponyserve_license_state{license="rev",state="ok"} 1.0' in metrics
     assert 'ponyserve_license_revenue_ratio{license="rev"} 0.85' in metrics
