@@ -23,7 +23,7 @@ _next_key = itertools.cycle(_KEYS or ["missing-key"])
 SMALL = {"prompt": "a pony in a meadow", "size": "64x64", "steps": 2}
 # Bad requests a fuzzing or careless client sends, each with the only status it may get.
 BAD: list[tuple[str, dict[str, object] | str, int]] = [
-    ("/v1/generations", "{not json", 400),
+    ("/v1/generations", "{not json", 422),
     ("/v1/generations", {**SMALL, "unknown_field": 1}, 400),
     ("/v1/generations", {**SMALL, "steps": 0}, 400),
     ("/v1/generations", {**SMALL, "size": "65x64"}, 400),
