@@ -94,6 +94,12 @@ async def revoke_key(session: AsyncSession, key_id: str) -> tuple[ApiKey, list[s
     return key, cancelled
 
 
+async def cancel_unfinished_jobs(session: AsyncSession, account_id: str) -> list[str]:
+    """Cancels the account's queued, running and delivering jobs (not charged); returns their ids.
+    What a suspension does, whoever decides it (an admin, or moderation's strike threshold)."""
+    return await _cancel_jobs(session, await repo.unfinished_job_ids(session, account_id=account_id), utcnow())
+
+
 async def _cancel_jobs(session: AsyncSession, job_ids: Sequence[str], now: datetime) -> list[str]:
     """Ends each job through the one settlement path; those that settled meanwhile are left as they are."""
     return [job_id for job_id in job_ids if await settlement.cancel(session, job_id, now)]
@@ -187,5 +193,5 @@ async def update_account(session: AsyncSession, account_id: str,
     await session.flush()
     cancelled: list[str] = []
     if suspending:
-        cancelled = await _cancel_jobs(session, await repo.unfinished_job_ids(session, account_id=account_id), utcnow())
+        cancelled = await cancel_unfinished_jobs(session, account_id)
     return account, cancelled

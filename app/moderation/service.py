@@ -25,6 +25,7 @@ from PIL import Image
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import service as accounts_service
 from app.accounts.service import Principal
 from app.config import ModelSpec, Settings
 from app.db import Database
@@ -220,6 +221,7 @@ class Moderator:
         strike = decision.category in _STRIKE_CATEGORIES
         suspended = False
         strikes = 0
+        cancelled: list[str] = []
         async with self.db.unit_of_work() as session:
             if strike:
                 await repo.lock_account(session, account_id)
@@ -236,6 +238,8 @@ class Moderator:
                 if strikes >= self.settings.moderation_strike_threshold and \
                         await repo.suspend_account(session, account_id):
                     incident.suspended_account = suspended = True
+                    # Suspended like an admin would: its unfinished jobs end now, uncharged.
+                    cancelled = await accounts_service.cancel_unfinished_jobs(session, account_id)
         fields = {"incident_id": incident.id, "account_id": account_id, "api_key_id": key_id,
                   "category": decision.category.value, "rule": decision.rule, "model": spec.name}
         if strike:
@@ -245,7 +249,7 @@ class Moderator:
         if suspended:
             SUSPENSIONS.inc()
             log.error("account suspended for repeated CSAM-category blocks",
-                      extra={**fields, "alert": "account_suspended", "strikes": strikes,
+                      extra={**fields, "alert": "account_suspended", "strikes": strikes, "cancelled_jobs": cancelled,
                              "window_hours": self.settings.moderation_strike_window_hours})
 
 

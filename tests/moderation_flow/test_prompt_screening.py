@@ -80,8 +80,9 @@ def test_three_csam_strikes_in_a_day_suspend_the_account(moderated, mclient) -> 
     for prompt in ("loli", "shota, park"):
         assert generate(mclient, cust.headers, prompt).json()["error"]["code"] == "content_policy_violation"
     # Still active after two strikes: an ordinary prompt goes through.
-    assert mclient.post("/v1/generations", json={"prompt": "a pony", "size": "64x64", "steps": 2},
-                        headers=cust.headers).status_code == 202
+    pending = mclient.post("/v1/generations", json={"prompt": "a pony", "size": "512x512", "steps": 50},
+                           headers=cust.headers)
+    assert pending.status_code == 202
     third = generate(mclient, auth(second_key), "jailbait")
     assert (third.status_code, third.json()["error"]["code"]) == (400, "content_policy_violation")
 
@@ -93,6 +94,12 @@ def test_three_csam_strikes_in_a_day_suspend_the_account(moderated, mclient) -> 
     incidents = _incidents(moderated, cust.account_id)
     assert [i["suspended_account"] for i in incidents] == [True, False, False]  # newest first
     assert all(i["strike"] for i in incidents)
+    # The suspension stopped the account's unfinished work (a slow job, still running): cancelled, not charged.
+    with moderated.engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM jobs WHERE id = :j"), {"j": pending.json()["id"]}).scalar_one()
+        charged = conn.execute(text("SELECT count(*) FROM usage_ledger WHERE job_id = :j"),
+                               {"j": pending.json()["id"]}).scalar_one()
+    assert (status, charged) == ("cancelled", 0)
     assert _metric(mclient, "ponyserve_account_suspensions_total") == before + 1
     assert _metric(mclient, 'ponyserve_moderation_blocks_total{category="csam"}') >= 3
 
