@@ -91,6 +91,11 @@ class _Gcra:
     def decision(self, step: repo.GcraStep) -> RateDecision:
         """The headers' view of the bucket after ``step``, measured at the database's time."""
         ahead = max(0.0, step.tat - step.now)  # how much of the bucket is still refilling, in seconds
+        if step.allowed:
+            # An admitted request just set tat to at least (its now) + interval; the now returned
+            # with it is read a few microseconds later in the same statement, so clamp, or a full
+            # bucket minus the token just spent would read as full.
+            ahead = max(ahead, self.interval)
         tokens = math.floor((self.burst * self.interval - ahead + _CLOCK_SLACK) / self.interval)
         return RateDecision(limit=self.burst, window=self.window,
                             remaining=min(self.burst, max(0, tokens)) if step.allowed else 0,
