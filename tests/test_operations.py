@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 def test_healthz(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
@@ -24,7 +26,13 @@ def test_metrics_expose_latency_jobs_and_queue_depth(client, customer) -> None:
             'status="200"}') in metrics
     assert 'ponyserve_jobs_finished_total{model="demo",status="succeeded"}' in metrics
     assert "ponyserve_queue_depth " in metrics
-    assert 'ponyserve_workers{state="ready"}' in metrics or 'ponyserve_workers{state="busy"}' in metrics
+    # The fleet gauges are refreshed in the background, and every test server in this process
+    # refreshes the same process-wide gauges from its own database: wait for this one's.
+    deadline = time.monotonic() + 10
+    while 'ponyserve_workers{state="ready"}' not in metrics and 'ponyserve_workers{state="busy"}' not in metrics:
+        assert time.monotonic() < deadline, "no worker in the fleet gauges"
+        time.sleep(0.05)
+        metrics = client.get("/metrics").text
 
 
 def test_every_response_carries_a_request_id(client) -> None:
