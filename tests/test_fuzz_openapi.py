@@ -22,8 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import LiveServer, bootstrap_admin, make_settings, new_customer
-from input_policy_app import start_policed_server
+from harness import LiveServer, bootstrap_admin, make_settings, new_customer, start_server
 
 # Not fuzzed, and why:
 # - /webhooks/stripe: every body without a valid Stripe signature is refused with 400 before
@@ -61,7 +60,7 @@ def fuzz_server(pg_factory, demo_model_dir: Path,  # type: ignore[no-untyped-def
     # No embedded worker: the fuzzer tests the API's answers, not image generation.
     # max_wait_seconds: without a worker every synchronous generation waits until then, answering 504.
     settings = make_settings(pg_factory(), tmp_path_factory.mktemp("fuzz-var"), demo_model_dir, max_wait_seconds=1.0)
-    server = start_policed_server(settings, embedded_worker=False)
+    server = start_server(settings, embedded_worker=False)
     yield server
     server.stop()
 

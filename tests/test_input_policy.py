@@ -11,8 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import Customer, LiveServer, bootstrap_admin, make_settings, new_customer
-from input_policy_app import start_policed_server
+from harness import Customer, LiveServer, bootstrap_admin, make_settings, new_customer, start_server
 
 from app.kit.bounds import INT32_MAX, INT64_MAX
 
@@ -22,7 +21,7 @@ def server(pg_factory, demo_model_dir: Path,  # type: ignore[no-untyped-def]
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # No worker: every request here must be refused before anything is queued.
     settings = make_settings(pg_factory(), tmp_path_factory.mktemp("policy-var"), demo_model_dir, max_wait_seconds=1.0)
-    live = start_policed_server(settings, embedded_worker=False)
+    live = start_server(settings, embedded_worker=False)
     yield live
     live.stop()
 
