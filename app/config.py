@@ -332,9 +332,37 @@ class Settings(BaseSettings):
     # How often a background task re-reads the database-backed gauges (fleet, licences, billing),
     # so a scrape itself does no database work.
     metrics_refresh_seconds: float = Field(default=15.0, gt=0)
+    # Object storage for images: "s3://bucket/prefix" keeps every image in the bucket, so API replicas
+    # and GPU workers share nothing but Postgres and the bucket. Unset: the local images_dir.
+    storage_url: str | None = Field(default=None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+    # An S3-compatible server (MinIO, SeaweedFS, Ceph, …); unset = AWS. Credentials and region come
+    # from the standard AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+    s3_endpoint_url: str | None = None
+    # With object storage: image links answer 307 to an expiring presigned bucket URL instead of the
+    # API streaming the bytes (the bucket must be reachable by the callers).
+    storage_redirect: bool = False
+    # Partner webhooks (docs/partners.md). Targets resolving to loopback, private, link-local or
+    # metadata addresses are refused unless this is set (laptops, tests, in-cluster receivers).
+    webhook_allow_private: bool = False
+    # Seconds between attempts at one delivery after the first (Standard Webhooks' schedule), with jitter.
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0])
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Deliveries in flight per dispatcher (one at a time per endpoint, whatever this says).
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    # How long a rotated-out signing secret keeps signing beside the new one.
+    webhook_secret_overlap_seconds: float = Field(default=24 * 3600, ge=0)
+    # How often a worker purges jobs past their account's retention.
+    retention_purge_interval_seconds: float = Field(default=60.0, gt=0)
+    # C2PA: with both set, every image is also signed with a C2PA manifest (PEM certificate chain,
+    # leaf first, and its private key; the algorithm follows the key: es256/es384/es512/ps256/ed25519).
+    c2pa_cert_file: Path | None = None
+    c2pa_key_file: Path | None = None
+    # An RFC 3161 time-stamp authority for C2PA signatures; unset = none.
+    c2pa_tsa_url: str | None = None
 
     @field_validator("moderation_block_files", "moderation_allow_files", "stripe_webhook_secrets", "trusted_proxies",
-                     mode="before")
+                     "webhook_retry_schedule", mode="before")
     @classmethod
     def _path_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -351,6 +379,19 @@ class Settings(BaseSettings):
         for entry in value:
             ipaddress.ip_network(entry, strict=False)
         return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if any(delay < 0 for delay in value):
+            raise ValueError("webhook_retry_schedule delays must not be negative")
+        return value
+
+    @model_validator(mode="after")
+    def _c2pa_pair(self) -> Settings:
+        if (self.c2pa_cert_file is None) != (self.c2pa_key_file is None):
+            raise ValueError("c2pa_cert_file and c2pa_key_file are set together or not at all")
+        return self
 
     @field_validator("public_url")
     @classmethod

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.db import Database
 from app.generation.catalog import ModelCatalog
-from app.generation.service import Presenter
+from app.generation.presentation import Presenter
 from app.moderation.service import Moderator
 from app.observability.fleet import FleetSnapshot
 from app.queue.notify import JobEvents

@@ -30,7 +30,7 @@ from app.errors import install_error_handlers
 from app.generation.catalog import ModelCatalog
 from app.generation.endpoints import router as generation_router
 from app.generation.events import router as generation_events_router
-from app.generation.service import Presenter
+from app.generation.presentation import Presenter
 from app.kit.allow_header import AllowHeaderMiddleware
 from app.kit.clock import utcnow
 from app.kit.input_policy import InputPolicyMiddleware

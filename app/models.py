@@ -9,6 +9,7 @@ from app.metering.rollup import UsageDaily
 from app.moderation.models import ArtistOptOut, ModerationAuditEntry, ModerationIncident, ModerationReview
 from app.queue.models import Job, JobOutput, Worker
 from app.quotas.models import IdempotencyRecord, QuotaCounter, RateLimitState
+from app.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookMessage
 
 __all__ = [
     "Account",
@@ -34,6 +35,10 @@ __all__ = [
     "SystemMeta",
     "UsageDaily",
     "UsageEntry",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookEvent",
+    "WebhookMessage",
     "Worker",
 ]

@@ -42,6 +42,8 @@ class Plan(Base):
     # A subscription's prices say which plan its account is on (app.billing.subscriptions).
     stripe_price_id: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_metered_price_id: Mapped[str | None] = mapped_column(String(255))
+    # How long finished jobs (images, prompts) are kept before the worker purges them; None = forever.
+    retention_hours: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -69,6 +71,8 @@ class Account(Base):
     # Earliest unpaid failed invoice; from billing_grace_until on, the account's keys get 402.
     billing_past_due_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     billing_grace_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Replaces the plan's retention_hours for this account; None = the plan's.
+    retention_hours: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     plan: Mapped[Plan] = relationship(lazy="joined")
@@ -86,6 +90,9 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     # Limits this key must respect on top of its account's; only tighter values take effect.
     limit_overrides: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    # What this key's images carry (app.runtime.provenance): full (A1111 parameters + provenance XMP),
+    # provenance_only (XMP without prompts) or none.
+    metadata_mode: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -23,7 +23,7 @@ from app.errors import (
     NotFound,
     PermissionDenied,
 )
-from app.generation import service
+from app.generation import presentation, service
 from app.generation.schemas import (
     GenerationRequest,
     ImagesResponse,
@@ -158,11 +158,11 @@ async def get_image(
     if expires is not None and sig is not None:
         if not ctx.presenter.signer.verify(image_id, expires, sig):
             raise AuthenticationError("The image link is invalid or has expired.", code="invalid_signature")
-        output = await service.image_by_id(session, image_id)
+        output = await presentation.image_by_id(session, image_id)
     else:
         bearer = await _bearer(request)
         caller = await authenticate(session, bearer.credentials if bearer else None)
-        output = await service.image_for_owner(session, caller, image_id)
+        output = await presentation.image_for_owner(session, caller, image_id)
     if not ctx.store.exists(output.storage_key):
         raise NotFound(f"Image '{image_id}' is no longer stored.", param="id")
     data = ctx.store.get(output.storage_key)

@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from app.accounts.auth import GenerateCaller
 from app.context import AppContext, ContextDep, base_url
 from app.errors import COMMON_ERROR_RESPONSES, ErrorResponse
-from app.generation import service
+from app.generation import presentation, service
 from app.generation.stream_limits import StreamLimits, StreamTicket
 from app.queue import repository as queue
 from app.queue.models import Job, JobStatus
@@ -93,7 +93,7 @@ def transitions(
         if not state.started:
             events.append(("started", _started(job)))
             state.started = True
-        preview = service.preview_data_url(job)
+        preview = presentation.preview_data_url(job)
         new_preview = preview is not None and job.preview_step != state.preview_step
         if job.progress_step > state.step or new_preview:
             progress: dict[str, Any] = {"id": job.id, "step": max(job.progress_step, state.step), "total": job.steps}

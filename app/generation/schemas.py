@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.kit.request import RequestModel
 
@@ -15,6 +15,12 @@ _STATUS_DOC = ("'delivered'; 'withheld' while the output classifier's flag await
                "until released); 'removed' once a moderator rejected it.")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 500
+MAX_METADATA_PAIRS = 16
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+_METADATA_DOC = (f"Your own labels for this job: up to {MAX_METADATA_PAIRS} string pairs (keys 1–64 characters, "
+                 "values up to 512). Returned on the job and in its webhooks; "
+                 "`GET /v1/generations?metadata[key]=value` filters by them. Not seen by the model.")
 
 
 class GenerationRequest(RequestModel):
@@ -57,6 +63,14 @@ class GenerationRequest(RequestModel):
                     "straight from the latents, so grainy in early steps) is sent with the `progress` events of "
                     "`GET /v1/generations/{id}/events` and shown in `progress.preview` of "
                     "`GET /v1/generations/{id}`. 0 or omitted: no previews. At most `steps`. Free of charge.",
+    )
+
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=MAX_METADATA_PAIRS,
+                                                              description=_METADATA_DOC)
+    store: bool = Field(
+        default=True,
+        description="false: nothing is kept once the response is sent (no job to fetch later, no links): only for "
+                    "`POST /v1/images/generations` with `response_format: b64_json`. Billing records are kept.",
     )
 
     @field_validator("prompt")
@@ -151,6 +165,7 @@ class JobOut(BaseModel):
     outputs: list[OutputOut]
     usage: UsageBlock
     error: JobError | None
+    metadata: dict[str, str] = Field(default_factory=dict, description="The labels the request carried.")
 
 
 class ModelDefaultsOut(BaseModel):

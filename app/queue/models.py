@@ -100,6 +100,16 @@ class Job(Base):
     requested_license: Mapped[str | None] = mapped_column(String(64))
     # Reserved beyond the licence cap under an allow_overage policy.
     license_overage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The caller's own labels (up to 16 string pairs): returned on the job and its webhooks, filterable in listings.
+    request_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
+    # What the image files say about themselves (app.runtime.provenance): full | provenance_only | none,
+    # copied from the key at enqueue.
+    metadata_mode: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
+    # store=false: nothing is kept once the synchronous response is sent.
+    store: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # Deleted by its owner or purged by retention: images and prompts are gone, the row (and the
+    # ledger's) stays for the money records; every read path treats it as absent.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     plan_code: Mapped[str | None] = mapped_column(String(64))
     plan_paid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
