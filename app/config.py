@@ -401,6 +401,14 @@ class Settings(BaseSettings):
         return value.rstrip("/") if value else None
 
     @property
+    def links_base(self) -> str:
+        """The base of links made outside any request (webhook bodies): public_url, else the bind address."""
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def resolved_images_dir(self) -> Path:
         return self.images_dir or self.data_dir / "images"
 

@@ -2,8 +2,9 @@
 
 Each function ends (or late-delivers) exactly one job in the caller's transaction, and does all
 of it there, so it stands or falls as one: the lifecycle transition (a conditional update that
-only one caller can win), the quota and licence settlement, the ledger and billing-outbox rows
-and the cross-process notification. A caller that loses the transition changes nothing.
+only one caller can win), the quota and licence settlement, the ledger and billing-outbox rows,
+the partner's webhook message (app.webhooks.outbox) and the cross-process notification. A caller
+that loses the transition changes nothing.
 
 Lock order, the same in every transaction that takes these locks (the API's acceptance path
 included), so no interleaving can deadlock:
@@ -33,6 +34,7 @@ from app.queue.models import Job, JobOutput, JobStatus, OutputStatus
 from app.queue.notify import publish_job_changed
 from app.quotas import service as quotas
 from app.quotas.periods import day_start
+from app.webhooks.outbox import EventType, record_job_event
 
 log = logging.getLogger("ponyserve.settlement")
 
@@ -45,9 +47,10 @@ async def deliver(session: AsyncSession, job: Job, outputs: Sequence[JobOutput],
     """delivering → succeeded with ``outputs``; False (nothing written) if the job was cancelled or lost.
 
     Delivered images become usage, ledger rows and (paid plans) billing-outbox rows, counted in
-    the period the job's reservation was taken in. Withheld images are stored but neither
-    charged nor counted against the licence until a moderator approves them
-    (:func:`deliver_approved`); the rest of the reservation is released.
+    the period the job's reservation was taken in, and the job gets its ``generation.succeeded``
+    webhook message. Withheld images are stored but neither charged nor counted against the
+    licence until a moderator approves them (:func:`deliver_approved`); the rest of the
+    reservation is released.
     """
     if not await lifecycle.succeed(session, job.id, worker_id=worker_id, now=now, gpu_seconds=round(gpu_seconds, 6)):
         return False
@@ -61,6 +64,7 @@ async def deliver(session: AsyncSession, job: Job, outputs: Sequence[JobOutput],
     await ledger.append(session, ledger_rows(job, delivered, gpu_seconds=charged_seconds, now=now,
                                              period_day=job.quota_day))
     await quotas.settle_job(session, job.id, len(delivered), now)
+    await record_job_event(session, job.id, EventType.SUCCEEDED, now)
     await publish_job_changed(session, job.id)
     return True
 
@@ -74,6 +78,8 @@ async def end_unsuccessfully(session: AsyncSession, job_id: str, *, status: JobS
                                               lease_expired_before=lease_expired_before):
         return False
     await quotas.settle_job(session, job_id, 0, now)
+    await record_job_event(session, job_id, EventType.CANCELLED if status == JobStatus.CANCELLED else EventType.FAILED,
+                           now)
     await publish_job_changed(session, job_id)
     return True
 
