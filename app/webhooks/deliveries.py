@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -222,3 +222,20 @@ async def attempts_of(session: AsyncSession, delivery_ids: Sequence[str]) -> dic
     for attempt in rows:
         by_delivery.setdefault(attempt.delivery_id, []).append(attempt)
     return by_delivery
+
+
+async def prune(session: AsyncSession, older_than: datetime, *, limit: int = 1000) -> int:
+    """Deletes up to ``limit`` finished deliveries created before ``older_than`` (with their attempts), and
+    the messages left without deliveries; the number of deliveries deleted."""
+    ids = list((await session.execute(
+        select(WebhookDelivery.id).where(WebhookDelivery.status != DeliveryStatus.PENDING,
+                                         WebhookDelivery.created_at < older_than).limit(limit)
+    )).scalars().all())
+    if not ids:
+        return 0
+    await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
+    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    await session.execute(delete(WebhookMessage).where(
+        WebhookMessage.created_at < older_than,
+        ~exists().where(WebhookDelivery.message_id == WebhookMessage.id)))
+    return len(ids)

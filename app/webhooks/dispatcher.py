@@ -34,6 +34,9 @@ log = logging.getLogger("ponyserve.webhooks")
 POLL_SECONDS = 0.5
 # Beyond the request timeout, how long a lease lasts (writing the outcome back).
 LEASE_MARGIN_SECONDS = 10.0
+# Finished deliveries stay in the delivery log this long; older ones are pruned every PRUNE_SECONDS.
+LOG_RETENTION = timedelta(days=30)
+PRUNE_SECONDS = 600.0
 
 
 class WebhookDispatcher:
@@ -52,9 +55,15 @@ class WebhookDispatcher:
 
     async def run(self) -> None:
         client = new_client(self.settings.webhook_timeout_seconds, self.settings.webhook_concurrency)
+        loop = asyncio.get_running_loop()
+        last_prune = -PRUNE_SECONDS
         try:
             while not self._stopping.is_set():
                 try:
+                    if loop.time() - last_prune >= PRUNE_SECONDS:
+                        last_prune = loop.time()
+                        async with self.db.unit_of_work() as session:
+                            await deliveries.prune(session, utcnow() - LOG_RETENTION)
                     await self._dispatch_round(client)
                 except SQLAlchemyError as exc:
                     log.warning("webhook outbox unavailable: %s", str(exc).splitlines()[0][:300] if str(exc) else exc)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
+# A resolver that does not answer must not hold a registration (or a dispatcher slot) for long.
+RESOLVE_TIMEOUT_SECONDS = 5.0
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -103,9 +105,10 @@ async def resolve(url: str, *, allow_private: bool) -> Target:
         addresses = [literal]
     else:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise TargetRefused(f"The host '{host}' could not be resolved ({exc}).") from None
+            async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError, TimeoutError) as exc:
+            raise TargetRefused(f"The host '{host}' could not be resolved ({exc or 'timed out'}).") from None
         addresses = []
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])

@@ -174,7 +174,7 @@ def test_nothing_is_lost_when_the_service_restarts_between_attempts(service: Ser
         service.stop()
         service.start(webhook_retry_schedule=[3.0])
         with service.client() as client:
-            first_again, retried = receiver.wait_for(lambda r: len(r) >= 2, timeout=30)
+            _, retried = receiver.wait_for(lambda r: len(r) >= 2, timeout=30)
             assert retried.webhook_id == first.webhook_id and retried.body == first.body
             assert Webhook(hook["secret"]).verify(retried.body, retried.headers)
             [delivery] = wait_deliveries(client, who, hook["id"], lambda rows: rows[0]["status"] == "succeeded")
