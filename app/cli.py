@@ -18,6 +18,7 @@ from app.config import Settings, get_settings
 if TYPE_CHECKING:
     from app.billing.reporter import BillingReporter
     from app.db import Database
+    from app.storage.base import ImageStore
 
 cli = typer.Typer(help="ponyserve: a paid text-to-image API for Pony-Diffusion-family models.",
                   no_args_is_help=True, add_completion=False)
@@ -109,7 +110,8 @@ async def _run_worker(settings: Settings, device: str, worker_id: str | None = N
     from app.db import Database
     from app.queue.notify import JobEvents, PgListener
     from app.runtime.registry import ModelRegistry
-    from app.storage.local import LocalImageStore
+    from app.storage.factory import open_image_store
+    from app.webhooks.dispatcher import WebhookDispatcher
     from app.worker.worker import QueueWorker
 
     db = Database(settings.database_url, pool_size=3)
@@ -121,19 +123,18 @@ async def _run_worker(settings: Settings, device: str, worker_id: str | None = N
         listener.start()
     qw = QueueWorker(db, settings, ModelRegistry(settings.model_specs(), device,
                                                         memory_budget_bytes=settings.model_memory_budget_bytes), events,
-                     LocalImageStore(settings.resolved_images_dir), device=device,
+                     open_image_store(settings), device=device,
                      max_batch_images=settings.max_batch_images, worker_id=worker_id)
+    await _attach_webhook_renderer(db, settings, qw.store)
+    dispatcher = WebhookDispatcher(db, settings, name=qw.id)
     reporter = _billing_reporter(db, settings, qw.id)
-    stop = _stop_both(qw.stop, reporter.stop) if reporter is not None else qw.stop
+    stop = _stop_both(qw.stop, dispatcher.stop, *([reporter.stop] if reporter is not None else []))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     log.info("worker starting", extra={"worker_id": qw.id, "device": device})
     try:
-        if reporter is not None:
-            await asyncio.gather(qw.run(), reporter.run())
-        else:
-            await qw.run()
+        await asyncio.gather(qw.run(), dispatcher.run(), *([reporter.run()] if reporter is not None else []))
     finally:
         if listener is not None:
             await listener.stop()
@@ -148,6 +149,17 @@ def _billing_reporter(db: Database, settings: Settings, name: str) -> BillingRep
     from app.billing.reporter import BillingReporter
 
     return BillingReporter(db, settings, name=name)
+
+
+async def _attach_webhook_renderer(db: Database, settings: Settings, store: ImageStore) -> None:
+    """The worker's transitions write webhook messages; they render jobs as the API does."""
+    from app.generation.presentation import Presenter
+    from app.storage.signing import UrlSigner, load_or_create_secret
+    from app.webhooks.outbox import JobRenderer, attach
+
+    async with db.unit_of_work() as session:
+        secret = await load_or_create_secret(session)
+    attach(db, JobRenderer(Presenter(UrlSigner(secret), store), settings.links_base))
 
 
 def _stop_both(*stops: Callable[[], None]) -> Callable[[], None]:

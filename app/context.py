@@ -16,7 +16,7 @@ from app.generation.presentation import Presenter
 from app.moderation.service import Moderator
 from app.observability.fleet import FleetSnapshot
 from app.queue.notify import JobEvents
-from app.storage.local import LocalImageStore
+from app.storage.base import ImageStore
 
 
 @dataclass
@@ -25,7 +25,7 @@ class AppContext:
     db: Database
     catalog: ModelCatalog
     events: JobEvents
-    store: LocalImageStore
+    store: ImageStore
     presenter: Presenter
     fleet: FleetSnapshot
     moderation: Moderator

@@ -47,8 +47,13 @@ from app.observability.fleet import FLEET
 from app.observability.middleware import RequestMiddleware
 from app.observability.security import ErrorBoundaryMiddleware, SecurityHeadersMiddleware
 from app.queue.notify import JobEvents, PgListener
-from app.storage.local import LocalImageStore
+from app.storage.factory import open_image_store
 from app.storage.signing import UrlSigner, load_or_create_secret
+from app.webhooks.dispatcher import WebhookDispatcher
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.outbox import JobRenderer
+from app.webhooks.outbox import attach as attach_webhook_renderer
+from app.webhooks.outbox import detach as detach_webhook_renderer
 
 log = logging.getLogger("ponyserve.app")
 
@@ -121,7 +126,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         async with db.unit_of_work() as session:
             secret = await load_or_create_secret(session)
         await sync_licenses(db, settings)
-        store = LocalImageStore(settings.resolved_images_dir)
+        store = open_image_store(settings)
         catalog = ModelCatalog(settings.model_specs())
         # Built before serving: an unreadable operator word list stops start-up instead of
         # running with less moderation than configured.
@@ -129,9 +134,12 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         await moderator.refresh(force=True)
         attach_moderator(db, moderator)
         moderator.start()
+        presenter = Presenter(UrlSigner(secret), store)
+        # Webhook messages written here (a cancel, an embedded worker's transitions) render jobs with it.
+        attach_webhook_renderer(db, JobRenderer(presenter, settings.links_base))
         app.state.db = db
         app.state.ctx = AppContext(settings=settings, db=db, catalog=catalog, events=events, store=store,
-                                   presenter=Presenter(UrlSigner(secret), store), fleet=FLEET, moderation=moderator)
+                                   presenter=presenter, fleet=FLEET, moderation=moderator)
         listener = None
         if db.is_postgres:
             listener = PgListener(db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
@@ -143,6 +151,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
         # One task re-reads every database-backed gauge, so a scrape does no database work.
         metrics_refresher = asyncio.create_task(refresh_metrics_loop(app.state.ctx, _metrics_interval(settings)),
                                                 name="metrics-refresh")
+        # Every API process also sends the webhook outbox: dispatchers share it through leases.
+        dispatcher = WebhookDispatcher(db, settings, name="api")
+        dispatcher_task = asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
         reporter = reporter_task = None
         worker_task = worker = None
         if embedded_worker:
@@ -169,6 +180,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
                 reporter.stop()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(reporter_task, timeout=settings.stripe_timeout_seconds + 5)
+            dispatcher.stop()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(dispatcher_task, timeout=settings.webhook_timeout_seconds + 5)
             await stop_task(metrics_refresher)
             if app.state.stripe is not None:
                 await app.state.stripe.close()
@@ -176,6 +190,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
                 await listener.stop()
             await moderator.stop()
             detach_moderator(db)
+            detach_webhook_renderer(db)
             await db.dispose()
 
     app = FastAPI(
@@ -208,5 +223,6 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.include_router(licensing_router)
     app.include_router(billing_router)
     app.include_router(billing_webhooks_router)
+    app.include_router(webhooks_router)
     app.include_router(ops_router)
     return app

@@ -154,18 +154,34 @@ async def get_image(
 
     A signed URL works until it expires, and only while the account that made the image is active and the
     key that made it is not revoked: after a suspension or a revocation it answers `403 image_link_revoked`.
-    A link that is malformed, tampered with or expired answers `401 invalid_signature`."""
+    A link that is malformed, tampered with or expired answers `401 invalid_signature`.
+
+    With object storage and `PONYSERVE_STORAGE_REDIRECT`, the answer is `307` to a presigned bucket URL that
+    expires with the signed link (or after 300 s for a request made with a key)."""
+    import asyncio  # kept local so this route's change stays inside its body
+
+    # Store calls block (disk or network): in a thread, never on the event loop.
+    redirect_ttl = 300
     if expires is not None and sig is not None:
         if not ctx.presenter.signer.verify(image_id, expires, sig):
             raise AuthenticationError("The image link is invalid or has expired.", code="invalid_signature")
         output = await presentation.image_by_id(session, image_id)
+        redirect_ttl = max(1, expires - int(time.time()))
     else:
         bearer = await _bearer(request)
         caller = await authenticate(session, bearer.credentials if bearer else None)
         output = await presentation.image_for_owner(session, caller, image_id)
-    if not ctx.store.exists(output.storage_key):
-        raise NotFound(f"Image '{image_id}' is no longer stored.", param="id")
-    data = ctx.store.get(output.storage_key)
+    key = output.storage_key
+    if ctx.settings.storage_redirect:
+        location = await asyncio.to_thread(ctx.store.presigned_url, key, redirect_ttl)
+        if location is not None:
+            if not await asyncio.to_thread(ctx.store.exists, key):
+                raise NotFound(f"Image '{image_id}' is no longer stored.", param="id")
+            return Response(status_code=307, headers={"Location": location, "Cache-Control": "private, no-store"})
+    try:
+        data = await asyncio.to_thread(ctx.store.get, key)
+    except FileNotFoundError:
+        raise NotFound(f"Image '{image_id}' is no longer stored.", param="id") from None
     return Response(data, media_type=MEDIA_TYPES[output.format],
                     headers={"Cache-Control": "private, max-age=3600"})
 

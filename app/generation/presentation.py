@@ -31,7 +31,7 @@ from app.metering.service import megapixel_steps, price_units
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus
 from app.runtime.preview import PREVIEW_MEDIA_TYPE
-from app.storage.local import LocalImageStore
+from app.storage.base import ImageStore
 from app.storage.signing import UrlSigner
 
 
@@ -52,7 +52,7 @@ def _usage(job: Job, outputs: Sequence[JobOutput]) -> UsageBlock:
 class Presenter:
     """Turns rows into response bodies; knows the public base URL and signs image links."""
 
-    def __init__(self, signer: UrlSigner, store: LocalImageStore) -> None:
+    def __init__(self, signer: UrlSigner, store: ImageStore) -> None:
         self.signer = signer
         self.store = store
 

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from app.storage.base import ImageNotFoundError
+
 
 class LocalImageStore:
     def __init__(self, root: Path) -> None:
@@ -32,10 +34,17 @@ class LocalImageStore:
             raise
 
     def get(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ImageNotFoundError(key, str(self.root)) from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, ttl_seconds: int) -> str | None:
+        """A directory hands out no links of its own: the API streams the bytes."""
+        return None
