@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from app.accounts.models import Plan
 from app.kit.bounds import column_int
 from app.kit.request import RequestModel, omittable
+from app.runtime.provenance import MetadataMode
 
 Scope = Literal["generate", "admin", "moderator"]
 Rating = Literal["safe", "questionable", "explicit"]
@@ -54,12 +55,21 @@ class AccountList(BaseModel):
     offset: int
 
 
+_METADATA_DESCRIPTION = (
+    "What this key's image files carry: 'full' (the default) = AUTOMATIC1111 parameters (prompts, seed, sampler) "
+    "and the provenance XMP (IPTC DigitalSourceType trainedAlgorithmicMedia, model, job id); 'provenance_only' = "
+    "the XMP without any prompt; 'none' = neither. Where the operator configured C2PA, 'full' and "
+    "'provenance_only' images are also C2PA-signed."
+)
+
+
 class KeyCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="", max_length=200)
     scopes: list[Scope] = Field(default=["generate"], min_length=1)
     limit_overrides: LimitOverrides | None = Field(default=None, description="Tighter limits for this key only")
+    metadata: MetadataMode = Field(default="full", description=_METADATA_DESCRIPTION)
 
 
 class KeyOut(BaseModel):
@@ -71,12 +81,23 @@ class KeyOut(BaseModel):
     prefix: str
     scopes: list[str]
     limit_overrides: dict[str, object]
+    metadata: MetadataMode = Field(validation_alias=AliasChoices("metadata_mode", "metadata"),
+                                   description=_METADATA_DESCRIPTION)
     created_at: datetime
     revoked_at: datetime | None
 
 
 class KeyCreated(KeyOut):
     key: str = Field(description="The secret key. Shown once: only its hash is stored.")
+
+
+class KeyPatch(RequestModel):
+    """Every field optional: a field left out is unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: MetadataMode = omittable(description=_METADATA_DESCRIPTION + " Applies to jobs enqueued from then on. "
+                                                   "Not nullable: omit it to keep the current value.")
 
 
 class LimitOverrides(RequestModel):

@@ -59,7 +59,7 @@ async def list_accounts(session: AsyncSession, *, limit: int, offset: int) -> Se
 
 async def create_key(
     session: AsyncSession, *, account_id: str, name: str = "", scopes: Iterable[str] = ("generate",),
-    limit_overrides: dict[str, Any] | None = None,
+    limit_overrides: dict[str, Any] | None = None, metadata_mode: str = "full",
 ) -> tuple[ApiKey, str]:
     """A new key for the account; the clear token is returned here and never stored."""
     account = await get_account(session, account_id)
@@ -72,10 +72,22 @@ async def create_key(
         id=new_id("key"), account_id=account.id, name=name, prefix=token.prefix, key_hash=token.hash,
         scopes=scope_list, created_at=utcnow(),
         limit_overrides={k: v for k, v in (limit_overrides or {}).items() if v is not None},
+        metadata_mode=metadata_mode,
     )
     session.add(key)
     await session.flush()
     return key, token.token
+
+
+async def update_key(session: AsyncSession, key_id: str, *, metadata_mode: str | None = None) -> ApiKey:
+    """Changes a key's settings; a job keeps what its key said when it was enqueued (copied to the job)."""
+    key = await repo.key_by_id(session, key_id)
+    if key is None:
+        raise NotFound(f"No key '{key_id}'.", param="id")
+    if metadata_mode is not None:
+        key.metadata_mode = metadata_mode
+    await session.flush()
+    return key
 
 
 async def revoke_key(session: AsyncSession, key_id: str) -> tuple[ApiKey, list[str]]:

@@ -17,6 +17,7 @@ from app.accounts.schemas import (
     KeyCreate,
     KeyCreated,
     KeyOut,
+    KeyPatch,
     PlanCreate,
     PlanDetail,
     PlanFields,
@@ -89,7 +90,7 @@ async def create_key(account_id: str, body: KeyCreate, _: AdminCaller, session: 
     """Issue an API key. The secret `key` is in this response only; store it now."""
     overrides = body.limit_overrides.model_dump() if body.limit_overrides else None
     key, token = await accounts.create_key(session, account_id=account_id, name=body.name, scopes=body.scopes,
-                                           limit_overrides=overrides)
+                                           limit_overrides=overrides, metadata_mode=body.metadata)
     return KeyCreated(**KeyOut.model_validate(key).model_dump(), key=token)
 
 
@@ -98,6 +99,14 @@ async def list_keys(account_id: str, _: AdminCaller, session: SessionDep) -> lis
     """The account's keys (prefixes only; secrets are never stored)."""
     await accounts.get_account(session, account_id)
     return [KeyOut.model_validate(k) for k in await accounts.list_keys(session, account_id)]
+
+
+@router.patch("/keys/{key_id}", response_model=KeyOut, responses=_404)
+async def update_key(key_id: str, body: KeyPatch, _: AdminCaller, session: SessionDep) -> KeyOut:
+    """Change a key's `metadata` mode (`full|provenance_only|none`: what its image files carry). Jobs already
+    enqueued keep the mode they were enqueued with."""
+    key = await accounts.update_key(session, key_id, metadata_mode=body.metadata)
+    return KeyOut.model_validate(key)
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, responses=_404)

@@ -28,6 +28,8 @@ PNG_COMPRESS_LEVEL = 1
 _UNICODE_PREFIX = b"UNICODE\x00"
 # One JPEG APP1 segment holds at most 64 KiB; longer EXIF cannot be written.
 _MAX_EXIF_BYTES = 65_000
+# The iTXt keyword the XMP specification (part 3) gives a PNG's XMP packet.
+PNG_XMP_KEYWORD = "XML:com.adobe.xmp"
 
 
 def _quote(value: str) -> str:
@@ -85,27 +87,34 @@ def _exif_with_comment(parameters: str) -> Image.Exif | None:
     return exif
 
 
-def encode_image(image: Image.Image, fmt: ImageFormat, parameters: str | None = None) -> bytes:
-    """Encode ``image`` as ``fmt``, with ``parameters`` embedded where A1111 puts them.
+def encode_image(image: Image.Image, fmt: ImageFormat, parameters: str | None = None, *,
+                 xmp: bytes | None = None) -> bytes:
+    """Encode ``image`` as ``fmt``, with ``parameters`` embedded where A1111 puts them and ``xmp``
+    (an XMP packet, see ``app.runtime.provenance``) where the XMP specification puts it.
 
-    PNG gets a ``parameters`` text chunk; JPEG and WebP an EXIF UserComment
-    (dropped if it would not fit in EXIF's 64 KiB). The same input always gives
-    the same bytes: no timestamps, no encoder randomness.
+    PNG gets a ``parameters`` text chunk and an iTXt ``XML:com.adobe.xmp`` chunk; JPEG and WebP an
+    EXIF UserComment (dropped if it would not fit in EXIF's 64 KiB) and an XMP APP1 segment / XMP
+    chunk. The same input always gives the same bytes: no timestamps, no encoder randomness.
     """
     buffer = io.BytesIO()
     if fmt == "png":
         info = None
-        if parameters is not None:
+        if parameters is not None or xmp is not None:
             info = PngInfo()
-            # Pillow writes tEXt, or iTXt when the text is not Latin-1 (emoji, CJK).
-            info.add_text("parameters", parameters)
+            if parameters is not None:
+                # Pillow writes tEXt, or iTXt when the text is not Latin-1 (emoji, CJK).
+                info.add_text("parameters", parameters)
+            if xmp is not None:
+                info.add_itxt(PNG_XMP_KEYWORD, xmp.decode("utf-8"), zip=False)
         image.save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
         return buffer.getvalue()
     if fmt not in ("jpeg", "webp"):
         raise ValueError(f"unsupported image format {fmt!r}")
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     exif = _exif_with_comment(parameters) if parameters is not None else None
-    extra = {"exif": exif} if exif is not None else {}
+    extra: dict[str, object] = {"exif": exif} if exif is not None else {}
+    if xmp is not None:
+        extra["xmp"] = xmp
     if fmt == "jpeg":
         rgb.save(buffer, format="JPEG", quality=JPEG_QUALITY, **extra)
     else:

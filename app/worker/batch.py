@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from app.queue.models import Job
 from app.runtime.encoding import a1111_parameters
+from app.runtime.provenance import ImageMetadata, Provenance, metadata_for
 from app.runtime.types import GenerationParams, ImagePrompt
 
 
@@ -41,6 +42,13 @@ def infotext(slot: Slot) -> str:
         sampler=job.sampler, guidance_scale=job.guidance_scale, seed=slot.seed, width=job.width,
         height=job.height, model=job.model, clip_skip=job.clip_skip,
     )
+
+
+def image_metadata(slot: Slot) -> ImageMetadata:
+    """What this image's file carries, as its key's metadata mode (copied to the job) allows."""
+    job = slot.job
+    return metadata_for(job.metadata_mode, parameters=infotext(slot),
+                        provenance=Provenance(model=job.model, job_id=job.id, index=slot.index))
 
 
 def storage_key(job: Job, index: int, image_id: str) -> str:

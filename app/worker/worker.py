@@ -46,6 +46,7 @@ from app.queue.notify import JobEvents, publish_job_changed
 from app.quotas.repository import purge_expired_idempotency
 from app.runtime.encoding import encode_image
 from app.runtime.preview import encode_preview
+from app.runtime.provenance import C2paSigner, ImageMetadata, SigningFailed
 from app.runtime.registry import ModelRegistry
 from app.runtime.types import (
     GenerationCancelled,
@@ -56,8 +57,9 @@ from app.runtime.types import (
     StepCallback,
 )
 from app.settlement import service as settlement
-from app.storage.local import LocalImageStore
-from app.worker.batch import Batch, BatchState, Slot, infotext, plan_call, storage_key
+from app.storage.base import ImageStore
+from app.webhooks.outbox import EventType, record_job_event
+from app.worker.batch import Batch, BatchState, Slot, image_metadata, plan_call, storage_key
 from app.worker.recovery import recover_jobs
 from app.worker.state import WorkerState
 
@@ -133,7 +135,7 @@ class QueueWorker:
         settings: Settings,
         registry: ModelRegistry,
         events: JobEvents,
-        store: LocalImageStore,
+        store: ImageStore,
         *,
         device: str = "cpu",
         max_batch_images: int = 4,
@@ -162,6 +164,11 @@ class QueueWorker:
         # Loaded at start-up: a configured classifier that cannot load stops the worker here,
         # rather than letting it deliver unreviewed images.
         self.reviewer = OutputReviewer.from_settings(db, settings, device=device)
+        # Likewise C2PA: a configured certificate or key that cannot sign (unreadable, wrong profile, not a
+        # pair) stops the worker here (SigningUnavailable), rather than letting it ship unsigned images.
+        self.c2pa: C2paSigner | None = None
+        if settings.c2pa_cert_file is not None and settings.c2pa_key_file is not None:
+            self.c2pa = C2paSigner.from_files(settings.c2pa_cert_file, settings.c2pa_key_file, settings.c2pa_tsa_url)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -345,6 +352,9 @@ class QueueWorker:
         async with self.db.unit_of_work() as session:
             jobs = await claim(session, now=now, lease_until=now + timedelta(seconds=self.settings.job_lease_seconds))
             for job in jobs:
+                # Started once: a job retried after a lost worker does not start again for its partner.
+                if job.attempts == 1:
+                    await record_job_event(session, job.id, EventType.STARTED, now)
                 await publish_job_changed(session, job.id)
         for job in jobs:
             self.events.job_changed(job.id)
@@ -445,11 +455,11 @@ class QueueWorker:
             withheld = await self._store(slots, encoded, verdicts, into=stored)
             await self._settle(batch, stored, withheld, elapsed, total_images=len(slots))
         except SQLAlchemyError as exc:
-            self._discard([o for job in batch.jobs for o in stored.get(job.id, [])])
+            await self._discard([o for job in batch.jobs for o in stored.get(job.id, [])])
             self._abandon(batch, exc)
         except Exception:
             log.exception("delivering jobs %s failed", batch.job_ids)
-            self._discard([o for job in batch.jobs for o in stored.get(job.id, [])])
+            await self._discard([o for job in batch.jobs for o in stored.get(job.id, [])])
             with contextlib.suppress(Exception):
                 await self._end_jobs(batch, list(batch.jobs), JobStatus.FAILED, "delivery_failed",
                                      "The images could not be stored; it was not charged.")
@@ -495,13 +505,40 @@ class QueueWorker:
                         self.events.job_changed(job_id, progress=True)
 
     async def _encode(self, slots: list[Slot], images: Sequence[Image.Image]) -> list[bytes]:
+        """Encodes each image with what its key's metadata mode allows and, where C2PA is configured and
+        the mode keeps provenance, signs it, on the encoding threads.
+
+        An image that cannot be signed is never shipped unsigned: its job ends failed and uncharged
+        with code ``signing_failed`` (logged as an error) and this raises, so ``_deliver`` ends the
+        rest of the batch through its failure path (uncharged too)."""
+        signer = self.c2pa
+
+        def encode(image: Image.Image, fmt: OutputFormat, metadata: ImageMetadata) -> bytes:  # an encoding thread
+            data = encode_image(image, fmt, metadata.parameters, xmp=metadata.xmp)
+            if signer is None or metadata.provenance is None:
+                return data
+            return signer.sign(data, fmt, metadata.provenance)
+
         loop = asyncio.get_running_loop()
         futures = [
-            loop.run_in_executor(self._encoder, encode_image, img, cast(OutputFormat, slot.job.output_format),
-                                 infotext(slot))
+            loop.run_in_executor(self._encoder, encode, img, cast(OutputFormat, slot.job.output_format),
+                                 image_metadata(slot))
             for slot, img in zip(slots, images, strict=True)
         ]
-        return list(await asyncio.gather(*futures))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [(s.job, r) for s, r in zip(slots, results, strict=True) if isinstance(r, SigningFailed)]
+        if failures:
+            unsigned = list({job.id: job for job, _ in failures}.values())
+            log.error("C2PA signing failed for jobs %s: %s", [j.id for j in unsigned], failures[0][1])
+            await self._end_jobs(Batch(unsigned, BatchState.DELIVERING), unsigned, JobStatus.FAILED,
+                                 "signing_failed", "The images could not be signed; it was not charged.")
+            raise failures[0][1]
+        encoded: list[bytes] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            encoded.append(result)
+        return encoded
 
     async def _store(self, slots: list[Slot], encoded: list[bytes], verdicts: Sequence[Verdict | None], *,
                      into: dict[str, list[JobOutput]]) -> dict[str, Verdict]:
@@ -544,7 +581,7 @@ class QueueWorker:
             batch.keep({j.id for j in batch.jobs} - {job.id})
             if not delivered:
                 log.info("job %s was cancelled or taken before it was delivered; its images are discarded", job.id)
-                self._discard(mine)
+                await self._discard(mine)
                 continue
             JOBS_FINISHED.labels(JobStatus.SUCCEEDED.value, job.model).inc()
             IMAGES_GENERATED.labels(job.model).inc(len(mine))
@@ -553,11 +590,13 @@ class QueueWorker:
                                             "images": len(mine), "seconds": round(elapsed, 3)})
         self._done(batch, BatchState.SETTLED)
 
-    def _discard(self, outputs: Sequence[JobOutput]) -> None:
-        """Deletes the bytes of images that will never be delivered (best effort: they are unreachable anyway)."""
+    async def _discard(self, outputs: Sequence[JobOutput]) -> None:
+        """Deletes the bytes of images that will never be delivered (best effort: they are unreachable anyway).
+
+        In a thread: with object storage each delete is a network call."""
         for output in outputs:
             try:
-                self.store.delete(output.storage_key)
+                await asyncio.to_thread(self.store.delete, output.storage_key)
             except Exception:
                 log.exception("could not delete %s", output.storage_key)
 
