@@ -19,8 +19,7 @@ MAX_METADATA_PAIRS = 16
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 _METADATA_DOC = (f"Your own labels for this job: up to {MAX_METADATA_PAIRS} string pairs (keys 1–64 characters, "
-                 "values up to 512). Returned on the job and in its webhooks; "
-                 "`GET /v1/generations?metadata[key]=value` filters by them. Not seen by the model.")
+                 "values up to 512). Returned on the job and in its webhooks. Not seen by the model.")
 
 
 class GenerationRequest(RequestModel):
@@ -67,11 +66,6 @@ class GenerationRequest(RequestModel):
 
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=MAX_METADATA_PAIRS,
                                                               description=_METADATA_DOC)
-    store: bool = Field(
-        default=True,
-        description="false: nothing is kept once the response is sent (no job to fetch later, no links): only for "
-                    "`POST /v1/images/generations` with `response_format: b64_json`. Billing records are kept.",
-    )
 
     @field_validator("prompt")
     @classmethod

@@ -144,7 +144,7 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}|{clip_skip}",
         attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
         request_metadata=dict(req.metadata) if req.metadata else None,
-        metadata_mode=principal.key.metadata_mode or "full", store=req.store,
+        metadata_mode=principal.key.metadata_mode or "full",
     )
 
 
