@@ -128,7 +128,7 @@ async def _run_worker(settings: Settings, device: str, worker_id: str | None = N
     await _attach_webhook_renderer(db, settings, qw.store)
     dispatcher = WebhookDispatcher(db, settings, name=qw.id)
     reporter = _billing_reporter(db, settings, qw.id)
-    stop = _stop_both(qw.stop, dispatcher.stop, *([reporter.stop] if reporter is not None else []))
+    stop = _stop_all(qw.stop, dispatcher.stop, *([reporter.stop] if reporter is not None else []))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
@@ -162,7 +162,7 @@ async def _attach_webhook_renderer(db: Database, settings: Settings, store: Imag
     attach(db, JobRenderer(Presenter(UrlSigner(secret), store), settings.links_base))
 
 
-def _stop_both(*stops: Callable[[], None]) -> Callable[[], None]:
+def _stop_all(*stops: Callable[[], None]) -> Callable[[], None]:
     def stop() -> None:
         for fn in stops:
             fn()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Annotated
@@ -158,8 +159,6 @@ async def get_image(
 
     With object storage and `PONYSERVE_STORAGE_REDIRECT`, the answer is `307` to a presigned bucket URL that
     expires with the signed link (or after 300 s for a request made with a key)."""
-    import asyncio  # kept local so this route's change stays inside its body
-
     # Store calls block (disk or network): in a thread, never on the event loop.
     redirect_ttl = 300
     if expires is not None and sig is not None:

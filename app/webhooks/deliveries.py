@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -233,9 +233,16 @@ async def prune(session: AsyncSession, older_than: datetime, *, limit: int = 100
     )).scalars().all())
     if not ids:
         return 0
-    await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
-    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    await delete_where(session, WebhookDelivery.id.in_(ids))
     await session.execute(delete(WebhookMessage).where(
         WebhookMessage.created_at < older_than,
         ~exists().where(WebhookDelivery.message_id == WebhookMessage.id)))
     return len(ids)
+
+
+async def delete_where(session: AsyncSession, condition: ColumnElement[bool]) -> None:
+    """Deletes the deliveries matching ``condition`` and their attempts (children first, explicitly:
+    SQLite enforces no ON DELETE CASCADE unless foreign keys are switched on)."""
+    doomed = select(WebhookDelivery.id).where(condition)
+    await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(doomed)))
+    await session.execute(delete(WebhookDelivery).where(condition))

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.db import Database
 from app.kit.ids import new_id
 from app.queue.models import Job
-from app.webhooks.models import EndpointStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookMessage
+from app.webhooks import deliveries
+from app.webhooks.models import EndpointStatus, WebhookDelivery, WebhookEndpoint, WebhookMessage
 
 
 class EventType(StrEnum):
@@ -115,9 +116,5 @@ def _timestamp(now: datetime) -> str:
 async def forget_job(session: AsyncSession, job_id: str) -> None:
     """Drops every message about the job and their deliveries, sent or not: their bodies carry the
     job's prompts, which a deletion (or retention) removes everywhere."""
-    message_ids = select(WebhookMessage.id).where(WebhookMessage.job_id == job_id)
-    delivery_ids = select(WebhookDelivery.id).where(WebhookDelivery.message_id.in_(message_ids))
-    # Children first, explicitly: SQLite enforces no ON DELETE CASCADE unless foreign keys are switched on.
-    await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids)))
-    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.message_id.in_(message_ids)))
+    await deliveries.delete_where(session, WebhookDelivery.job_id == job_id)
     await session.execute(delete(WebhookMessage).where(WebhookMessage.job_id == job_id))

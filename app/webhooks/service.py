@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidRequest, NotFound
 from app.kit.ids import new_id
 from app.webhooks import deliveries
-from app.webhooks.models import EndpointStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from app.webhooks.models import EndpointStatus, WebhookDelivery, WebhookEndpoint
 from app.webhooks.schemas import AttemptOut, DeliveryList, DeliveryOut, WebhookCreate, WebhookOut, WebhookWithSecret
 from app.webhooks.signing import new_secret
 from app.webhooks.targets import TargetRefused, resolve
@@ -69,9 +69,7 @@ async def owned(session: AsyncSession, account_id: str, endpoint_id: str) -> Web
 async def remove(session: AsyncSession, account_id: str, endpoint_id: str) -> None:
     """Deletes the endpoint and its delivery log; nothing more is sent to it, pending deliveries included."""
     endpoint = await owned(session, account_id, endpoint_id)
-    delivery_ids = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint.id)
-    await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(delivery_ids)))
-    await session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))
+    await deliveries.delete_where(session, WebhookDelivery.endpoint_id == endpoint.id)
     await session.delete(endpoint)
 
 
