@@ -348,6 +348,9 @@ class Settings(BaseSettings):
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0])
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # How often each process's dispatcher looks at the webhook outbox when nothing is in flight (the
+    # longest a new message waits before its first attempt).
+    webhook_poll_seconds: float = Field(default=0.5, gt=0)
     # Deliveries in flight per dispatcher (one at a time per endpoint, whatever this says).
     webhook_concurrency: int = Field(default=16, ge=1, le=256)
     # How long a rotated-out signing secret keeps signing beside the new one.

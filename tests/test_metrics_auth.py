@@ -35,7 +35,7 @@ def test_metrics_want_the_token_when_one_is_set(live, client) -> None:
 def quiet_server(pg_url: str, tmp_path: Path, demo_model_dir: Path) -> Iterator[LiveServer]:
     """No worker, and every other background reader slowed right down: only scrapes could issue SQL."""
     settings = make_settings(pg_url, tmp_path, demo_model_dir, metrics_refresh_seconds=3600,
-                             moderation_optout_refresh_seconds=3600)
+                             moderation_optout_refresh_seconds=3600, webhook_poll_seconds=3600)
     server = start_server(settings, embedded_worker=False)
     yield server
     server.stop()

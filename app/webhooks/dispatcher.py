@@ -30,8 +30,6 @@ from app.webhooks.targets import TargetRefused, resolve
 
 log = logging.getLogger("ponyserve.webhooks")
 
-# How often the outbox is looked at when nothing is in flight (a message waits at most this long).
-POLL_SECONDS = 0.5
 # Beyond the request timeout, how long a lease lasts (writing the outcome back).
 LEASE_MARGIN_SECONDS = 10.0
 # Finished deliveries stay in the delivery log this long; older ones are pruned every PRUNE_SECONDS.
@@ -71,7 +69,7 @@ class WebhookDispatcher:
                     log.exception("webhook dispatch round failed")
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_SECONDS):
+                    async with asyncio.timeout(self.settings.webhook_poll_seconds):
                         await self._wake.wait()
         finally:
             await self._finish_in_flight()
