@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from app.accounts.models import Plan
+from app.accounts.models import Account, Plan
 from app.kit.bounds import column_int
 from app.kit.request import RequestModel, omittable
 from app.runtime.provenance import MetadataMode
@@ -35,6 +35,8 @@ class PlanOut(BaseModel):
     max_steps: int
     max_n: int
     priority: int
+    retention_hours: int | None = Field(description="Hours a finished job (images, prompts) is kept before it is "
+                                                    "purged; null = kept until deleted.")
 
 
 class AccountOut(BaseModel):
@@ -125,6 +127,10 @@ class LimitOverrides(RequestModel):
 _NOT_NULL = "Not nullable: omit it to keep the current value."
 
 
+# A century: past that, "forever" (null) says it better, and the purge's date arithmetic stays in range.
+MAX_RETENTION_HOURS = 24 * 365 * 100
+
+
 class PlanFields(RequestModel):
     """A plan's settable fields; as a PATCH body, every field is optional."""
 
@@ -153,6 +159,10 @@ class PlanFields(RequestModel):
     stripe_metered_price_id: str | None = Field(default=None, pattern=r"^price_[A-Za-z0-9_]{1,200}$",
                                                 description="Stripe price billed per image through the Billing "
                                                             "Meter. null = none")
+    retention_hours: int | None = column_int(Plan.retention_hours, ge=1, le=MAX_RETENTION_HOURS,
+                                             description="Hours finished jobs are kept (images, prompts; the usage "
+                                                         "ledger is kept regardless), then purged by the workers. "
+                                                         "null = until deleted")
 
 
 class PlanCreate(PlanFields):
@@ -180,8 +190,9 @@ class PlanDetail(PlanOut):
 class AccountPatch(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
-    """Every field optional: a field left out is unchanged. Only ``limit_overrides`` takes ``null``
-    (clears every override); the others' columns cannot be empty, so ``null`` is refused."""
+    """Every field optional: a field left out is unchanged. Only ``limit_overrides`` (clears every
+    override) and ``retention_hours`` (follow the plan) take ``null``; the others' columns cannot be
+    empty, so ``null`` is refused."""
 
     name: str = omittable(min_length=1, max_length=200, description=_NOT_NULL)
     plan: str = omittable(min_length=1, max_length=64, description="Plan code. " + _NOT_NULL)
@@ -200,6 +211,9 @@ class AccountPatch(RequestModel):
         description="Output classifier score above which an image is withheld for review (default 0.8; "
                     "1.0 never withholds). " + _NOT_NULL,
     )
+    retention_hours: int | None = column_int(Account.retention_hours, ge=1, le=MAX_RETENTION_HOURS,
+                                             description="Hours this account's finished jobs are kept, replacing "
+                                                         "the plan's; null = the plan's")
 
 
 class AccountDetail(AccountOut):
@@ -209,3 +223,5 @@ class AccountDetail(AccountOut):
     subscription_status: str | None
     billing_grace_until: datetime | None = Field(description="Set while an invoice is unpaid: from then on the "
                                                              "account's keys get 402 billing_past_due")
+    retention_hours: int | None = Field(description="This account's retention, replacing its plan's "
+                                                    "(plan.retention_hours); null = the plan's")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -21,11 +22,14 @@ from app.errors import (
     AuthenticationError,
     ErrorResponse,
     GenerationFailed,
+    InvalidRequest,
     NotFound,
     PermissionDenied,
 )
 from app.generation import presentation, service
 from app.generation.schemas import (
+    MAX_METADATA_PAIRS,
+    GenerationList,
     GenerationRequest,
     ImagesResponse,
     JobOut,
@@ -73,13 +77,18 @@ async def create_image(
                                     max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key)
     response.headers.update(accepted.headers())
     ctx.events.work_available()
-    job = await service.wait_for_result(ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds,
-                                        headers=accepted.headers(), disconnected=request.is_disconnected)
-    if job.status == JobStatus.SUCCEEDED:
-        async with ctx.db.unit_of_work() as session:
-            return await ctx.presenter.images(session, job, base_url(request), body.response_format)
-    raise GenerationFailed(job.error_message or f"Generation {job.status}.", code=job.error_code or "generation_failed",
-                           headers=accepted.headers())
+    try:
+        job = await service.wait_for_result(ctx.db, ctx.events, accepted.job.id, ctx.settings.max_wait_seconds,
+                                            headers=accepted.headers(), disconnected=request.is_disconnected)
+        if job.status == JobStatus.SUCCEEDED:
+            async with ctx.db.unit_of_work() as session:
+                return await ctx.presenter.images(session, job, base_url(request), body.response_format)
+        raise GenerationFailed(job.error_message or f"Generation {job.status}.",
+                               code=job.error_code or "generation_failed", headers=accepted.headers())
+    finally:
+        if not body.store:
+            # The response carries the bytes (or the failure): nothing of it is kept.
+            await service.discard_unstored(ctx.db, ctx.store, accepted.job.id)
 
 
 @router.post(
@@ -117,6 +126,79 @@ async def create_generation(
         view = await ctx.presenter.job(session, job, base_url(request))
     status = 200 if JobStatus(job.status).is_terminal else 202
     return JSONResponse(view.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+_METADATA_PARAM = re.compile(r"^metadata\[(.*)\]$", re.DOTALL)
+_METADATA_FILTER_DOC = {
+    "name": "metadata", "in": "query", "style": "deepObject", "explode": True, "required": False,
+    "description": f"`metadata[key]=value`: only jobs whose request carried every one of these labels "
+                   f"(up to {MAX_METADATA_PAIRS}).",
+    "schema": {"type": "object", "maxProperties": MAX_METADATA_PAIRS,
+               "propertyNames": {"minLength": 1, "maxLength": 64},
+               "additionalProperties": {"type": "string", "maxLength": 512}},
+}
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    """The ``metadata[key]=value`` pairs of the query string (a deepObject, which FastAPI cannot declare)."""
+    pairs: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name == "metadata":
+            raise InvalidRequest("Filter on labels as metadata[key]=value.", code="invalid_metadata_filter",
+                                 param="metadata")
+        match = _METADATA_PARAM.match(name)
+        if match is None:
+            continue
+        key = match.group(1)
+        if not 1 <= len(key) <= 64 or len(value) > 512:
+            raise InvalidRequest("A metadata filter's key is 1–64 characters and its value at most 512.",
+                                 code="invalid_metadata_filter", param=name[:80])
+        if key in pairs:
+            raise InvalidRequest(f"metadata[{key}] is given twice.", code="invalid_metadata_filter",
+                                 param=name[:80])
+        pairs[key] = value
+    if len(pairs) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(f"At most {MAX_METADATA_PAIRS} metadata filters.", code="invalid_metadata_filter",
+                             param="metadata")
+    return pairs
+
+
+@router.get("/v1/generations", response_model=GenerationList, openapi_extra={"parameters": [_METADATA_FILTER_DOC]},
+            responses={400: {"model": ErrorResponse}})
+async def list_generations(
+    caller: GenerateCaller, ctx: ContextDep, session: SessionDep, request: Request,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    after: Annotated[str | None, Query(min_length=1, max_length=64,
+                                       description="A job id: the page starts just after it (a page's `last_id`).")
+                     ] = None,
+    status: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+                      Query(description="Only jobs in this status.")] = None,
+    created_after: Annotated[datetime | None, Query(description="Only jobs created after this instant (ISO 8601 or "
+                                                                "Unix seconds; UTC when no offset is given).")
+                             ] = None,
+) -> GenerationList:
+    """Your own jobs, newest first, in OpenAI's list shape; deleted and purged jobs are not listed.
+
+    Page with `after=<last_id>` while `has_more` is true. Filters combine: `status`, `created_after`
+    and any number of `metadata[key]=value` labels (all must match)."""
+    if created_after is not None and created_after.tzinfo is None:
+        created_after = created_after.replace(tzinfo=UTC)
+    jobs, has_more = await service.list_jobs(session, caller, limit=limit, after=after, status=status,
+                                             created_after=created_after, metadata=_metadata_filter(request))
+    data = await ctx.presenter.jobs(session, jobs, base_url(request))
+    return GenerationList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                          has_more=has_more)
+
+
+@router.delete("/v1/generations/{job_id}", status_code=204, response_class=Response,
+               responses={404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+async def delete_generation(job_id: str, caller: GenerateCaller, ctx: ContextDep) -> Response:
+    """Delete a job: its images (and previews) leave storage, its prompts and labels are wiped, its pending
+    webhooks are dropped, and it is gone from `GET` and listings (404). An unfinished job is cancelled first
+    and not charged. What was charged stays on your usage and invoice. 404 for a job already deleted."""
+    await service.delete(ctx.db, ctx.store, caller, job_id)
+    ctx.events.job_changed(job_id)
+    return Response(status_code=204)
 
 
 @router.get("/v1/generations/{job_id}", response_model=JobOut, responses={404: {"model": ErrorResponse}})

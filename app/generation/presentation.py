@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import repository as accounts_repo
 from app.accounts.service import Principal
-from app.errors import NotFound, PermissionDenied
+from app.errors import Conflict, NotFound, PermissionDenied
 from app.generation.schemas import (
     ImageData,
     ImagesResponse,
@@ -63,6 +63,17 @@ class Presenter:
         outputs = (await queue.outputs_of(session, job.id, include_withheld=True)
                    if job.status == JobStatus.SUCCEEDED else [])
         position = await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None
+        return self._render(job, outputs, position, base_url)
+
+    async def jobs(self, session: AsyncSession, jobs: Sequence[Job], base_url: str) -> list[JobOut]:
+        """A page of jobs as ``job`` shows each, their images read in one query rather than one per job."""
+        outputs = await queue.outputs_of_jobs(session, [j.id for j in jobs if j.status == JobStatus.SUCCEEDED])
+        return [self._render(job, outputs.get(job.id, []),
+                             await queue.queue_position(session, job) if job.status == JobStatus.QUEUED else None,
+                             base_url)
+                for job in jobs]
+
+    def _render(self, job: Job, outputs: Sequence[JobOutput], position: int | None, base_url: str) -> JobOut:
         preview = preview_data_url(job)
         return JobOut(
             id=job.id, status=JobStatus(job.status).public,
@@ -96,7 +107,14 @@ class Presenter:
             item = ImageData(id=out.id, revised_prompt=job.revised_prompt, seed=out.seed, status=out.status)
             # A withheld or removed image is listed with its status, never with its bytes or a link.
             if not out.withheld and response_format == "b64_json":
-                item.b64_json = base64.b64encode(await asyncio.to_thread(self.store.get, out.storage_key)).decode()
+                try:
+                    data_bytes = await asyncio.to_thread(self.store.get, out.storage_key)
+                except FileNotFoundError:
+                    # Erased between the job's end and this read: a store=false job whose first response
+                    # already took it, replayed by a concurrent retry with the same Idempotency-Key.
+                    raise Conflict(f"The images of generation '{job.id}' are no longer stored.",
+                                   code="generation_deleted") from None
+                item.b64_json = base64.b64encode(data_bytes).decode()
             elif not out.withheld:
                 item.url = self.image_url(base_url, out.id)
             data.append(item)

@@ -66,6 +66,12 @@ class GenerationRequest(RequestModel):
 
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=MAX_METADATA_PAIRS,
                                                               description=_METADATA_DOC)
+    store: bool = Field(
+        default=True,
+        description="false: nothing is kept once the response is sent — images, prompts and the job are erased "
+                    "(the usage record stays), no webhook is sent and the job cannot be fetched again. Only on "
+                    "POST /v1/images/generations with response_format 'b64_json'.",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -160,6 +166,16 @@ class JobOut(BaseModel):
     usage: UsageBlock
     error: JobError | None
     metadata: dict[str, str] = Field(default_factory=dict, description="The labels the request carried.")
+
+
+class GenerationList(BaseModel):
+    """A page of jobs, newest first (OpenAI's list shape): pass ``last_id`` as ``after`` for the next."""
+
+    object: Literal["list"] = "list"
+    data: list[JobOut]
+    first_id: str | None = Field(description="The first job of this page; null when it is empty.")
+    last_id: str | None = Field(description="The last job of this page: the `after` of the next page.")
+    has_more: bool = Field(description="Whether jobs older than `last_id` match too.")
 
 
 class ModelDefaultsOut(BaseModel):

@@ -7,6 +7,7 @@ so a bad request leaves no row behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable
@@ -46,9 +47,13 @@ from app.queue.notify import JobEvents, publish_work
 from app.quotas import service as quotas
 from app.quotas.limits import Limits, effective_limits
 from app.quotas.service import RateDecision
+from app.retention import erasure
 from app.runtime.samplers import resolve_sampler, samplers_for_family
 from app.runtime.sizes import check_size
 from app.settlement import service as settlement
+from app.storage.base import ImageStore
+
+log = logging.getLogger("ponyserve.generation")
 
 # Moderates a request's prompts for one model: its Screening, or the refusal raised.
 Screen = Callable[[ModelSpec], Awaitable[Screening]]
@@ -143,7 +148,7 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         preview_every=preview_every,
         batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}|{clip_skip}",
         attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
-        request_metadata=dict(req.metadata) if req.metadata else None,
+        request_metadata=dict(req.metadata) if req.metadata else None, store=req.store,
         metadata_mode=principal.key.metadata_mode or "full",
     )
 
@@ -229,6 +234,7 @@ async def accept(
     request is then refused, and the idempotency claim is visible to concurrent retries
     (which get 409) while this request is still being accepted.
     """
+    _check_store(req, endpoint)
     now = utcnow()
     limits = effective_limits(principal.account, principal.key)
     async with db.unit_of_work() as session:
@@ -250,7 +256,7 @@ async def accept(
                 async with db.unit_of_work() as session:
                     job = await queue.get_job(session, original)
                 assert job is not None
-                return Accepted(job=job, rate=rate, replayed=True)
+                return Accepted(job=_replayable(job), rate=rate, replayed=True)
         try:
             try:
                 async with db.unit_of_work() as session:
@@ -269,7 +275,7 @@ async def accept(
                 async with db.unit_of_work() as session:
                     # The claim this request took over now points at the job, for the next retry.
                     await quotas.finish_idempotent(session, principal.key, idempotency_key, existing.id)
-                return Accepted(job=existing, rate=rate, replayed=True)
+                return Accepted(job=_replayable(existing), rate=rate, replayed=True)
             except RateLimited as exc:
                 if rate is not None and exc.code in quotas.INFLIGHT_CODES:
                     # Refused before anything was queued: the request does not count against the rate.
@@ -288,6 +294,29 @@ async def accept(
     return Accepted(job=job, rate=rate, replayed=False)
 
 
+def _check_store(req: GenerationRequest, endpoint: str) -> None:
+    """``store: false`` keeps nothing once the response is sent, so only a response that carries the
+    images themselves can use it: the synchronous OpenAI route with ``b64_json``."""
+    if req.store:
+        return
+    if endpoint != "images.generations":
+        raise InvalidRequest("store=false is only for synchronous generations (POST /v1/images/generations): an "
+                             "asynchronous job must be kept for you to fetch it.", code="store_not_supported",
+                             param="store")
+    if req.response_format != "b64_json":
+        raise InvalidRequest("store=false keeps no image to link to: use response_format 'b64_json'.",
+                             code="store_requires_b64_json", param="response_format")
+
+
+def _replayable(job: Job) -> Job:
+    """The job an Idempotency-Key already made, unless it has been erased: then a retry cannot be given
+    its result, and making it again would charge twice, so it is refused."""
+    if job.deleted_at is not None:
+        raise Conflict(f"The generation this Idempotency-Key made ('{job.id}') was deleted; its result is gone. "
+                       "Use a new Idempotency-Key to generate again.", code="generation_deleted")
+    return job
+
+
 async def _job_for_key(db: Database, principal: Principal, idempotency_key: str) -> Job | None:
     async with db.unit_of_work() as session:
         return await queue.job_for_idempotency_key(session, principal.key.id, idempotency_key)
@@ -295,8 +324,9 @@ async def _job_for_key(db: Database, principal: Principal, idempotency_key: str)
 
 async def get_owned_job(session: AsyncSession, principal: Principal, job_id: str) -> Job:
     job = await queue.get_job(session, job_id)
-    # Someone else's job is reported absent, not forbidden: ids must not leak existence.
-    if job is None or job.account_id != principal.account.id:
+    # Someone else's job is reported absent, not forbidden: ids must not leak existence. An erased
+    # job (deleted, purged, store=false) is absent to its owner too.
+    if job is None or job.account_id != principal.account.id or job.deleted_at is not None:
         raise NotFound(f"No generation '{job_id}'.", param="id")
     return job
 
@@ -312,6 +342,54 @@ async def cancel(session: AsyncSession, principal: Principal, job_id: str) -> Jo
     refreshed = await queue.get_job(session, job_id)
     assert refreshed is not None
     return refreshed
+
+
+# The public statuses a listing filters on, and the internal ones each covers.
+LISTED_STATUSES: dict[str, tuple[str, ...]] = {
+    "queued": (JobStatus.QUEUED,), "running": (JobStatus.RUNNING, JobStatus.DELIVERING),
+    "succeeded": (JobStatus.SUCCEEDED,), "failed": (JobStatus.FAILED,), "cancelled": (JobStatus.CANCELLED,),
+}
+
+
+async def list_jobs(session: AsyncSession, principal: Principal, *, limit: int, after: str | None,
+                    status: str | None, created_after: datetime | None,
+                    metadata: dict[str, str]) -> tuple[list[Job], bool]:
+    """A page of the caller's own jobs, newest first, and whether more follow. ``after`` is a job id
+    from an earlier page; one the caller cannot see is a 400, never a page of someone else's."""
+    cursor = None
+    if after is not None:
+        cursor = await queue.get_job(session, after)
+        # An erased job still marks its place in the order: a page boundary may be deleted meanwhile.
+        if cursor is None or cursor.account_id != principal.account.id:
+            raise InvalidRequest(f"'after' names no generation of yours: '{after}'.", code="invalid_cursor",
+                                 param="after")
+    where = queue.JobFilter(statuses=None if status is None else LISTED_STATUSES[status],
+                            created_after=created_after, metadata=metadata)
+    jobs = list(await queue.list_jobs(session, principal.account.id, limit=limit + 1, after=cursor, where=where))
+    return jobs[:limit], len(jobs) > limit
+
+
+async def delete(db: Database, store: ImageStore, principal: Principal, job_id: str) -> None:
+    """Erases the caller's job: cancelled first if unfinished (not charged), its images deleted from
+    storage, its prompts wiped, its webhooks dropped; the ledger keeps what was charged. 404 once gone."""
+    async with db.unit_of_work() as session:
+        await get_owned_job(session, principal, job_id)
+        keys = await erasure.erase(session, job_id, utcnow())
+        if keys is None:  # erased by a concurrent request (or the purge) since the read above
+            raise NotFound(f"No generation '{job_id}'.", param="id")
+        await erasure.delete_images(store, keys)
+
+
+async def discard_unstored(db: Database, store: ImageStore, job_id: str) -> None:
+    """After a ``store: false`` response: the job and its images are erased. A failure here is only
+    logged — the caller has its answer — and the retention purge erases the job later."""
+    try:
+        async with db.unit_of_work() as session:
+            keys = await erasure.erase(session, job_id, utcnow())
+            if keys:
+                await erasure.delete_images(store, keys)
+    except Exception as exc:
+        log.warning("could not erase store=false job %s now (%s); the retention purge will", job_id, exc)
 
 
 # A waiter re-reads its job at least this often even without a notification (one lost while a

@@ -148,8 +148,8 @@ def _review_out(review: ModerationReview, base: str) -> ReviewOut:
 @router.get("/moderation/reviews", response_model=ReviewList, tags=["moderation"])
 async def list_reviews(
     _: ModeratorCaller, session: SessionDep, page: PageDep, request: Request,
-    status: Annotated[ReviewStatus | Literal["all"], Query(description="pending (default), approved, rejected "
-                                                                       "or all")] = "pending",
+    status: Annotated[ReviewStatus | Literal["all"], Query(description="pending (default), approved, rejected, "
+                                                                       "withdrawn or all")] = "pending",
     account_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> ReviewList:
     """Images the output classifier withheld, oldest first (the queue is worked from its head).

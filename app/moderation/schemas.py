@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.kit.request import RequestModel
 
-ReviewStatus = Literal["pending", "approved", "rejected"]
+# withdrawn: the image's owner deleted the job (or retention purged it) before anyone decided.
+ReviewStatus = Literal["pending", "approved", "rejected", "withdrawn"]
 
 
 class OptOutCreate(RequestModel):

@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, Float, ForeignKey, Index, Integer, String, Text, false, true
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+    text,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -50,6 +64,10 @@ class Job(Base):
         # One job per idempotency key, enforced by the database: no race between two requests
         # carrying the same key can create a second job (NULL keys are all distinct).
         Index("uq_jobs_api_key_id_idempotency_key", "api_key_id", "idempotency_key", unique=True),
+        # The retention purge's range scan: only jobs not yet erased, so erased ones (most old rows once
+        # retention runs) cost it nothing.
+        Index("ix_jobs_unerased_finished", "finished_at", postgresql_where=text("deleted_at IS NULL"),
+              sqlite_where=text("deleted_at IS NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -8,10 +8,11 @@ transitions of ``app.queue.lifecycle``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.queue import lifecycle
@@ -41,8 +42,63 @@ async def outputs_of(session: AsyncSession, job_id: str, *, include_withheld: bo
     return (await session.execute(stmt.order_by(JobOutput.index))).scalars().all()
 
 
+async def outputs_of_jobs(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, list[JobOutput]]:
+    """Every image of each job (withheld ones included), in order: one query for a page of jobs."""
+    found: dict[str, list[JobOutput]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        stmt = select(JobOutput).where(JobOutput.job_id.in_(job_ids)).order_by(JobOutput.job_id, JobOutput.index)
+        for output in (await session.execute(stmt)).scalars():
+            found[output.job_id].append(output)
+    return found
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What a listing asks for: statuses (internal ones), created after, and metadata pairs that must all match."""
+
+    statuses: Sequence[str] | None = None
+    created_after: datetime | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def _metadata_equals(session: AsyncSession, key: str, value: str) -> ColumnElement[bool]:
+    """The job's label ``key`` is ``value``, with both bound as parameters whatever characters they hold.
+
+    Postgres's ``->>`` takes the key as a parameter. SQLite's JSON path operators spell the key
+    inside a path string, where quotes, backslashes and non-ASCII keys silently stop matching, so
+    there the pairs are read through ``json_each`` instead.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        pairs = func.json_each(Job.request_metadata).table_valued("key", "value").alias("label")
+        return exists(select(1).select_from(pairs).where(pairs.c.key == key, pairs.c.value == value))
+    return Job.request_metadata[key].as_string() == value
+
+
+async def list_jobs(session: AsyncSession, account_id: str, *, limit: int, after: Job | None,
+                    where: JobFilter) -> Sequence[Job]:
+    """The account's unerased jobs, newest first, from just past ``after``; up to ``limit``.
+
+    Ordered by (created_at, id), both descending, so the cursor is exact even when jobs share a
+    timestamp; ``ix_jobs_account_created`` serves it.
+    """
+    stmt = select(Job).where(Job.account_id == account_id, Job.deleted_at.is_(None))
+    if after is not None:
+        stmt = stmt.where(or_(Job.created_at < after.created_at,
+                              and_(Job.created_at == after.created_at, Job.id < after.id)))
+    if where.statuses is not None:
+        stmt = stmt.where(Job.status.in_(where.statuses))
+    if where.created_after is not None:
+        stmt = stmt.where(Job.created_at > where.created_after)
+    for key, value in where.metadata.items():
+        stmt = stmt.where(_metadata_equals(session, key, value))
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+    return (await session.execute(stmt)).scalars().all()
+
+
 async def get_output(session: AsyncSession, image_id: str) -> tuple[JobOutput, Job] | None:
-    stmt = select(JobOutput, Job).join(Job, Job.id == JobOutput.job_id).where(JobOutput.id == image_id)
+    """The image and its job; None if either is unknown or the job was erased (deleted or purged)."""
+    stmt = (select(JobOutput, Job).join(Job, Job.id == JobOutput.job_id)
+            .where(JobOutput.id == image_id, Job.deleted_at.is_(None)))
     row = (await session.execute(stmt)).first()
     return (row[0], row[1]) if row else None
 

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import logging
+import math
 import socket
 import threading
 import time
@@ -44,6 +45,7 @@ from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
 from app.queue.notify import JobEvents, publish_job_changed
 from app.quotas.repository import purge_expired_idempotency
+from app.retention.purge import purge_expired
 from app.runtime.encoding import encode_image
 from app.runtime.preview import encode_preview
 from app.runtime.provenance import C2paSigner, ImageMetadata, SigningFailed
@@ -161,6 +163,8 @@ class QueueWorker:
         self._batches: list[Batch] = []
         # Jobs of abandoned batches, given back (retried or failed) once the database answers.
         self._abandoned: set[str] = set()
+        # When this worker last ran the retention purge (monotonic); it runs at its own, slower pace.
+        self._purged_at = -math.inf
         # Loaded at start-up: a configured classifier that cannot load stops the worker here,
         # rather than letting it deliver unreviewed images.
         self.reviewer = OutputReviewer.from_settings(db, settings, device=device)
@@ -285,6 +289,10 @@ class QueueWorker:
             await purge_expired_idempotency(session, now)
         for job_id in (*retried, *failed):
             self.events.job_changed(job_id)
+        if time.monotonic() - self._purged_at >= self.settings.retention_purge_interval_seconds:
+            for job_id in await purge_expired(self.db, self.store, now):
+                self.events.job_changed(job_id)
+            self._purged_at = time.monotonic()
 
     # -- batches and their leases ------------------------------------------------------
 

@@ -164,3 +164,21 @@ def test_classifier_loader_checks_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.pt").write_bytes(b"not a torchscript archive")
     with pytest.raises(ClassifierError, match="could not be loaded"):
         load_classifier(tmp_path / "broken.pt")
+
+
+def test_deleting_a_job_withdraws_its_pending_reviews(moderated, mclient) -> None:
+    cust = moderated.customer(mclient)
+    body = generate(mclient, cust.headers, "a quiet harbour", n=1, seed=8).json()
+    [image] = body["data"]
+    assert image["status"] == "withheld"
+    [review] = _reviews(mclient, moderated.moderator_key, cust.account_id)
+
+    assert mclient.delete(f"/v1/generations/{body['id']}", headers=cust.headers).status_code == 204
+
+    assert _reviews(mclient, moderated.moderator_key, cust.account_id) == []
+    [withdrawn] = _reviews(mclient, moderated.moderator_key, cust.account_id, status="withdrawn")
+    assert withdrawn["id"] == review["id"] and withdrawn["decided_at"] is not None
+    assert mclient.get(review["image_url"], headers=auth(moderated.moderator_key)).status_code == 404
+    late = mclient.post(f"/admin/moderation/reviews/{review['id']}/approve", headers=auth(moderated.moderator_key))
+    assert (late.status_code, late.json()["error"]["code"]) == (409, "review_already_decided")
+    assert _ledger_rows(moderated, body["id"]) == 0

@@ -131,5 +131,13 @@ def test_api_and_worker_share_only_postgres_and_the_bucket(  # type: ignore[no-u
         assert Image.open(io.BytesIO(served.content)).size == (64, 64)
         assert _stored_files(api_dir / "images") == []
         assert _stored_files(worker_dir / "images") == []
+
+        # The owner deletes the job through the API, which never had the bytes: the object leaves the bucket.
+        with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.delete(f"/v1/generations/{job['id']}", headers=cust.headers).status_code == 204
+            assert client.get(f"/v1/generations/{job['id']}", headers=cust.headers).status_code == 404
+            assert client.get(f"/v1/images/{output['id']}", headers=cust.headers).status_code == 404
+        assert s3_server.keys(bucket) == []
+        assert httpx.get(output["url"]).status_code == 404
     finally:
         stop_all(procs)
