@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import REGISTRY
@@ -27,6 +28,16 @@ from app.kit.clock import utcnow
 log = logging.getLogger("ponyserve.billing.metrics")
 
 
+@dataclass(frozen=True)
+class OutboxReading:
+    """One read of the outbox, all from the same session: what the admin overview shows."""
+
+    stats: repo.OutboxStats
+    oldest_age_seconds: float
+    sent_total: int
+    failures_total: int
+
+
 class BillingSnapshot(Collector):
     def __init__(self) -> None:
         self.by_status: dict[str, int] = {}
@@ -35,17 +46,22 @@ class BillingSnapshot(Collector):
         self.failures_total = 0
         self.webhooks_unprocessed = 0
 
-    async def refresh(self, session: AsyncSession, now: datetime) -> repo.OutboxStats:
+    async def refresh(self, session: AsyncSession, now: datetime) -> OutboxReading:
+        """Reads the outbox into the gauges, and returns that reading. Callers use the reading, not the
+        gauges: the gauges are process-wide, and another refresh (another database, in a process serving
+        several) may overwrite them between this one and a read of its attributes."""
         stats = await repo.stats(session, now)
         counters = await repo.counters(session)
         _, unprocessed, _ = await repo.webhook_stats(session)
+        reading = OutboxReading(
+            stats=stats, sent_total=counters.get("sent", 0), failures_total=counters.get("failures", 0),
+            oldest_age_seconds=max(0.0, (now - stats.oldest_pending_at).total_seconds())
+            if stats.oldest_pending_at else 0.0)
         self.by_status = stats.by_status
-        self.oldest_age_seconds = max(0.0, (now - stats.oldest_pending_at).total_seconds()) \
-            if stats.oldest_pending_at else 0.0
-        self.sent_total = counters.get("sent", 0)
-        self.failures_total = counters.get("failures", 0)
+        self.oldest_age_seconds = reading.oldest_age_seconds
+        self.sent_total, self.failures_total = reading.sent_total, reading.failures_total
         self.webhooks_unprocessed = unprocessed
-        return stats
+        return reading
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         backlog = GaugeMetricFamily("ponyserve_billing_outbox_backlog", "Usage events waiting to be sent to Stripe.")

@@ -215,7 +215,8 @@ async def create_subscription(session: AsyncSession, gateway: StripeGateway | No
 
 
 async def overview(session: AsyncSession, settings: Settings, now: datetime) -> BillingOverview:
-    stats = await BILLING.refresh(session, now)
+    reading = await BILLING.refresh(session, now)
+    stats = reading.stats
     received, unprocessed, last = await repo.webhook_stats(session)
     set_aside = await repo.list_rows(session, statuses=[s.value for s in SET_ASIDE], account_id=None, limit=50,
                                      offset=0)
@@ -224,8 +225,8 @@ async def overview(session: AsyncSession, settings: Settings, now: datetime) -> 
         outbox=OutboxSummary(
             backlog=stats.by_status.get(OutboxStatus.PENDING.value, 0), in_flight=stats.in_flight,
             retrying=stats.retrying, oldest_pending_at=stats.oldest_pending_at,
-            oldest_age_seconds=BILLING.oldest_age_seconds, next_attempt_at=stats.next_attempt_at,
-            by_status=stats.by_status, sent_total=BILLING.sent_total, failures_total=BILLING.failures_total),
+            oldest_age_seconds=reading.oldest_age_seconds, next_attempt_at=stats.next_attempt_at,
+            by_status=stats.by_status, sent_total=reading.sent_total, failures_total=reading.failures_total),
         recent_failures=[OutboxRowOut.model_validate(r) for r in await repo.recent_failures(session, 20)],
         set_aside=[OutboxRowOut.model_validate(r) for r in set_aside],
         webhooks=WebhookSummary(received=received, unprocessed=unprocessed, last_received_at=last),

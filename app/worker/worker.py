@@ -264,13 +264,18 @@ class QueueWorker:
 
     async def _heartbeat(self) -> None:
         now = utcnow()
+        # Two transactions: renewing leases updates job rows, which a settlement or a cancel may hold
+        # locked for a moment, and waiting behind them must not make this worker look dead to /readyz.
         async with self.db.unit_of_work() as session:
             await queue.upsert_worker(session, Worker(
                 id=self.id, host=socket.gethostname(), device=self.device, state=self.state.value,
                 models=self.registry.loaded_names(), started_at=self._started_at, heartbeat_at=now,
             ))
-            await lifecycle.renew_leases(session, self.id, self._working_ids(),
-                                         now + timedelta(seconds=self.settings.job_lease_seconds))
+        working = self._working_ids()
+        if working:
+            async with self.db.unit_of_work() as session:
+                await lifecycle.renew_leases(session, self.id, working,
+                                             now + timedelta(seconds=self.settings.job_lease_seconds))
 
     async def _heartbeat_loop(self) -> None:
         while True:
