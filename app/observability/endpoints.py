@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, SecretStr
@@ -26,6 +25,9 @@ from app.errors import (
 )
 from app.kit.clock import utcnow
 from app.licensing.metrics import LICENSES
+from app.observability.backlog import WEBHOOK_BACKLOG
+from app.observability.exporter import metrics_token_matches
+from app.observability.metrics import DATABASE_UP, DatabaseUp
 from app.queue import repository as queue
 
 log = logging.getLogger("ponyserve.ops")
@@ -56,23 +58,35 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(ctx: ContextDep) -> JSONResponse:
-    """Ready when the database answers and some worker has heartbeated recently.
+@router.get("/readyz", response_model=Readiness,
+            responses={400: {"model": ErrorResponse}, 503: {"model": Readiness}})
+async def readyz(
+    ctx: ContextDep,
+    workers_wanted: Annotated[Literal["required", "optional"], Query(
+        alias="workers",
+        description="`optional`: ready as soon as the database answers, whether or not a worker heartbeats. "
+                    "What a load balancer's probe wants: API replicas can serve status reads, listings and "
+                    "admin calls without workers, and GPU workers may be scaled to zero.")] = "required",
+) -> JSONResponse:
+    """Ready when the database answers and some worker has heartbeated recently (with `workers=optional`,
+    when the database answers).
 
     Otherwise 503 with `Retry-After` and, besides the readiness fields, the usual `error` object."""
     workers: dict[str, int] | None = None
     try:
         async with asyncio.timeout(READINESS_DB_TIMEOUT_SECONDS):
             workers = await _workers_seen(ctx)
+        DATABASE_UP.set(True)
     except Exception as exc:
         # Never a 500: a probe only needs "not ready". An outage is expected noise at probe rate;
         # anything else is a bug worth its traceback.
-        if not isinstance(exc, TimeoutError) and not is_database_unavailable(exc):
+        if isinstance(exc, TimeoutError) or is_database_unavailable(exc):
+            DATABASE_UP.set(False)
+        else:
             log.exception("readiness check failed")
     if workers is None:
         return _not_ready(database=False, workers={}, err=database_unavailable())
-    if not any(state in ("ready", "busy") for state in workers):
+    if workers_wanted == "required" and not any(state in ("ready", "busy") for state in workers):
         err = ServiceUnavailable("No worker has reported recently.", code="no_worker",
                                  headers={"Retry-After": str(NO_WORKER_RETRY_AFTER_SECONDS)})
         return _not_ready(database=True, workers=workers, err=err)
@@ -109,11 +123,7 @@ async def metrics(ctx: ContextDep, authorization: Annotated[str | None, Header()
 
 
 def _check_metrics_token(token: SecretStr | None, authorization: str | None) -> None:
-    if token is None:
-        return  # open for laptop use; production sets the token (README)
-    scheme, _, presented = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(presented.strip().encode(), expected):
+    if not metrics_token_matches(token, authorization):
         raise AuthenticationError("Send 'Authorization: Bearer <metrics token>'.", code="invalid_metrics_token")
 
 
@@ -121,18 +131,22 @@ async def refresh_metrics(ctx: AppContext) -> None:
     """Re-reads every database-backed gauge in one short transaction."""
     now = utcnow()
     async with ctx.db.unit_of_work() as session:
-        await ctx.fleet.refresh(session, ctx.settings.worker_stale_seconds)
+        await ctx.fleet.refresh(session, ctx.settings.worker_stale_seconds, now)
         await LICENSES.refresh(session, now)
         await BILLING.refresh(session, now)
+        await WEBHOOK_BACKLOG.refresh(session, now)
 
 
-async def refresh_metrics_loop(ctx: AppContext, interval: float) -> None:
-    """Keeps the gauges fresh until cancelled; a failed round keeps the last values."""
+async def refresh_metrics_loop(ctx: AppContext, interval: float, up: DatabaseUp = DATABASE_UP) -> None:
+    """Keeps the gauges fresh until cancelled; a failed round keeps the last values. ``up`` says
+    whether the last round reached the database."""
     while True:
         try:
             await refresh_metrics(ctx)
+            up.set(True)
         except Exception as exc:
             if is_database_unavailable(exc):
+                up.set(False)
                 log.warning("metrics refresh skipped: database unavailable")
             else:
                 log.exception("metrics refresh failed")
