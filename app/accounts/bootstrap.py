@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.repository import key_by_id
 from app.accounts.service import create_account, create_key
 from app.kit.meta import SystemMeta
 
@@ -33,3 +34,16 @@ async def ensure_bootstrap_admin(session: AsyncSession) -> str | None:
     assert marker is not None
     marker.value = key.id
     return token
+
+
+async def operator_account_id(session: AsyncSession) -> str | None:
+    """The account the bootstrap admin key was made for (the operator's own), or None before bootstrap.
+
+    Found through the marker, not the key: it still names the account after that key was revoked or
+    lost, which is when an operator needs a new admin key there.
+    """
+    marker = await session.get(SystemMeta, _MARKER)
+    if marker is None or marker.value == "pending":
+        return None
+    key = await key_by_id(session, marker.value)
+    return key.account_id if key is not None else None

@@ -44,6 +44,8 @@ class Plan(Base):
     stripe_metered_price_id: Mapped[str | None] = mapped_column(String(255))
     # How long finished jobs (images, prompts) are kept before the worker purges them; None = forever.
     retention_hours: Mapped[int | None] = mapped_column(Integer)
+    # LoRAs one request may apply; None = as many as a request may carry.
+    max_loras: Mapped[int | None] = mapped_column(Integer, default=4, server_default="4")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.models import Account, ApiKey, Plan
@@ -68,3 +68,24 @@ async def unfinished_job_ids(session: AsyncSession, *, account_id: str | None = 
     if api_key_id is not None:
         stmt = stmt.where(Job.api_key_id == api_key_id)
     return list((await session.execute(stmt)).scalars().all())
+
+
+async def search_accounts(session: AsyncSession, *, query: str | None, status: str | None, plan_code: str | None,
+                          limit: int, offset: int) -> Sequence[Account]:
+    """Accounts whose id or name contains ``query`` (any case), oldest first, optionally of one status and plan."""
+    stmt = select(Account)
+    if query:
+        needle = query.lower()
+        stmt = stmt.where(or_(func.lower(Account.name).contains(needle, autoescape=True),
+                              func.lower(Account.id).contains(needle, autoescape=True)))
+    if status is not None:
+        stmt = stmt.where(Account.status == status)
+    if plan_code is not None:
+        stmt = stmt.where(Account.plan_id == select(Plan.id).where(Plan.code == plan_code).scalar_subquery())
+    stmt = stmt.order_by(Account.created_at, Account.id).limit(limit).offset(offset)
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def count_accounts_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(Account.status, func.count()).group_by(Account.status))
+    return {status: int(n) for status, n in rows.tuples().all()}

@@ -117,6 +117,7 @@ class LimitOverrides(RequestModel):
     max_height: int | None = column_int(Plan.max_height, ge=64)
     max_steps: int | None = column_int(Plan.max_steps, ge=1)
     max_n: int | None = column_int(Plan.max_n, ge=1)
+    max_loras: int | None = column_int(Plan.max_loras, ge=0, le=16)
     priority: int | None = column_int(Plan.priority)
     allowed_models: list[str] | None = Field(default=None, max_length=200)
 
@@ -149,6 +150,8 @@ class PlanFields(RequestModel):
     max_height: int = column_int(Plan.max_height, ge=64, description=_NOT_NULL)
     max_steps: int = column_int(Plan.max_steps, ge=1, description=_NOT_NULL)
     max_n: int = column_int(Plan.max_n, ge=1, description=_NOT_NULL)
+    max_loras: int | None = column_int(Plan.max_loras, ge=0, le=16,
+                                       description="LoRAs one request may apply (default 4); null = up to 16")
     priority: int = column_int(Plan.priority, description=_NOT_NULL)
     allowed_models: list[str] | None = Field(default=None, max_length=200, description="null = every model")
     is_paid: bool = omittable(description="Paid plans are monetised inference (licences may forbid). "
@@ -172,11 +175,13 @@ class PlanCreate(PlanFields):
     max_height: int = column_int(Plan.max_height, 1024, ge=64)
     max_steps: int = column_int(Plan.max_steps, 50, ge=1)
     max_n: int = column_int(Plan.max_n, 4, ge=1)
+    max_loras: int | None = column_int(Plan.max_loras, 4, ge=0, le=16)
     priority: int = column_int(Plan.priority, 0)
     is_paid: bool = False
 
 
 class PlanDetail(PlanOut):
+    max_loras: int | None
     requests_per_minute: int | None
     burst: int | None
     max_concurrent_jobs: int | None

@@ -207,3 +207,31 @@ async def update_account(session: AsyncSession, account_id: str,
     if suspending:
         cancelled = await cancel_unfinished_jobs(session, account_id)
     return account, cancelled
+
+
+async def search_accounts(session: AsyncSession, *, query: str | None = None, status: str | None = None,
+                          plan_code: str | None = None, limit: int, offset: int) -> Sequence[Account]:
+    return await repo.search_accounts(session, query=query, status=status, plan_code=plan_code, limit=limit,
+                                      offset=offset)
+
+
+async def account_status_counts(session: AsyncSession) -> dict[str, int]:
+    """How many accounts are in each status (``active``, ``suspended``)."""
+    return await repo.count_accounts_by_status(session)
+
+
+async def principal_for_key_id(session: AsyncSession, key_id: str) -> Principal:
+    """The principal of a key proven earlier by its secret (a console session keeps only the key's id).
+
+    Refused exactly as :func:`authenticate` refuses it, so revoking the key, suspending its account or
+    an invoice unpaid past its grace period ends such a session on its next request.
+    """
+    key = await repo.key_by_id(session, key_id)
+    if key is None or key.revoked_at is not None:
+        raise AuthenticationError("Invalid or revoked API key.")
+    if key.account.status != "active":
+        raise PermissionDenied("This account is suspended.", code="account_suspended")
+    grace_until = key.account.billing_grace_until
+    if grace_until is not None and utcnow() >= grace_until:
+        raise PaymentRequired("This account has an invoice unpaid past its grace period.")
+    return Principal(key=key, account=key.account)

@@ -17,8 +17,10 @@ from sqlalchemy import Boolean, Table, and_, bindparam, case, func, or_, select,
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.accounts.models import Account
 from app.billing.models import BillingCounter, BillingInvoice, BillingOutbox, OutboxStatus, WebhookEvent
 from app.db import dialect_insert
+from app.kit.meta import SystemMeta
 
 _T = cast(Table, BillingOutbox.__table__)
 _PENDING = OutboxStatus.PENDING.value
@@ -306,3 +308,32 @@ async def reopen_for_customer(session: AsyncSession, customer_id: str) -> list[s
         .values(processed_at=None, outcome=None).returning(WebhookEvent.id, WebhookEvent.created)
         .execution_options(synchronize_session=False))
     return [event_id for event_id, _ in sorted(result.tuples().all(), key=lambda r: (r[1], r[0]))]
+
+
+async def paid_invoice_totals(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
+    """Amounts paid (minor units) per currency on invoices paid in [start, end)."""
+    stmt = (select(BillingInvoice.currency, func.sum(BillingInvoice.amount_paid))
+            .where(BillingInvoice.status == "paid", BillingInvoice.paid_at >= start, BillingInvoice.paid_at < end)
+            .group_by(BillingInvoice.currency).order_by(BillingInvoice.currency))
+    return {currency.lower(): int(total or 0) for currency, total in (await session.execute(stmt)).tuples().all()}
+
+
+async def past_due_accounts(session: AsyncSession, limit: int) -> Sequence[Account]:
+    """Accounts with an unpaid failed invoice, longest overdue first."""
+    stmt = (select(Account).where(Account.billing_past_due_since.is_not(None))
+            .order_by(Account.billing_past_due_since, Account.id).limit(limit))
+    return (await session.execute(stmt)).scalars().all()
+
+
+_RECONCILIATION_KEY = "billing.last_reconciliation"
+
+
+async def last_reconciliation(session: AsyncSession) -> str | None:
+    row = await session.get(SystemMeta, _RECONCILIATION_KEY, populate_existing=True)
+    return row.value if row is not None else None
+
+
+async def store_reconciliation(session: AsyncSession, value: str) -> None:
+    insert_ = dialect_insert(session)
+    stmt = insert_(SystemMeta).values(key=_RECONCILIATION_KEY, value=value)
+    await session.execute(stmt.on_conflict_do_update(index_elements=[SystemMeta.key], set_={"value": value}))

@@ -266,3 +266,28 @@ async def resolve(session: AsyncSession, settings: Settings, usage_id: int, acti
     row.resolved_by = by
     await session.flush()
     return row
+
+
+async def paid_revenue(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
+    """What recorded invoices say was paid in [start, end): minor units (cents) per currency."""
+    return await repo.paid_invoice_totals(session, start, end)
+
+
+async def past_due_accounts(session: AsyncSession, now: datetime, *, limit: int = 100) -> list[AccountBilling]:
+    """Accounts with an unpaid failed invoice, longest overdue first, each as its billing view shows it."""
+    return [await account_billing(session, account.id, now) for account in await repo.past_due_accounts(session, limit)]
+
+
+async def record_reconciliation(session: AsyncSession, report: dict[str, Any], *, by: str, now: datetime) -> None:
+    """Keeps the latest reconciliation report (who ran it, when) for the admins' billing page."""
+    await repo.store_reconciliation(session, json.dumps({**report, "run_by": by, "run_at": now.isoformat()},
+                                                        default=str))
+
+
+async def last_reconciliation(session: AsyncSession) -> dict[str, Any] | None:
+    """The latest recorded reconciliation report, with ``run_by`` and ``run_at``; None before the first."""
+    value = await repo.last_reconciliation(session)
+    if value is None:
+        return None
+    report: dict[str, Any] = json.loads(value)
+    return report

@@ -134,3 +134,9 @@ async def freeze_report(session: AsyncSession, report: LicenseReport) -> License
     stored = await session.get(LicenseReport, report.month, populate_existing=True)
     assert stored is not None
     return stored
+
+
+async def frozen_reports(session: AsyncSession, limit: int) -> Sequence[LicenseReport]:
+    """Frozen monthly reports, newest month first."""
+    stmt = select(LicenseReport).order_by(LicenseReport.month.desc()).limit(limit)
+    return (await session.execute(stmt)).scalars().all()

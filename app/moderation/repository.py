@@ -170,3 +170,15 @@ async def list_audit(session: AsyncSession, *, action: str | None, target_type: 
         stmt = stmt.where(ModerationAuditEntry.target_id == target_id)
     stmt = stmt.order_by(ModerationAuditEntry.created_at.desc(), ModerationAuditEntry.id.desc())
     return (await session.execute(stmt.limit(limit).offset(offset))).scalars().all()
+
+
+async def review_backlog(session: AsyncSession, status: str) -> tuple[int, datetime | None]:
+    """How many reviews are in ``status`` and when the oldest of them was created."""
+    stmt = select(func.count(), func.min(ModerationReview.created_at)).where(ModerationReview.status == status)
+    count, oldest = (await session.execute(stmt)).one()
+    return int(count), oldest
+
+
+async def reviews_of_job(session: AsyncSession, job_id: str) -> Sequence[ModerationReview]:
+    stmt = select(ModerationReview).where(ModerationReview.job_id == job_id).order_by(ModerationReview.created_at)
+    return (await session.execute(stmt)).scalars().all()
