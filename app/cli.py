@@ -18,7 +18,9 @@ from app.config import Settings, get_settings
 if TYPE_CHECKING:
     from app.billing.reporter import BillingReporter
     from app.db import Database
+    from app.observability.exporter import MetricsServer
     from app.storage.base import ImageStore
+    from app.worker.worker import QueueWorker
 
 cli = typer.Typer(help="ponyserve: a paid text-to-image API for Pony-Diffusion-family models.",
                   no_args_is_help=True, add_completion=False)
@@ -38,6 +40,7 @@ def _emit(obj: object) -> None:
 
 def _prepare_embedded(settings: Settings) -> None:
     """Make a bare checkout servable: migrate the SQLite file, write the demo model."""
+    from app.config import demo_lora_path
     from app.migrate import upgrade_head
     from app.runtime.demo_model import demo_model_exists, write_demo_model
 
@@ -46,6 +49,11 @@ def _prepare_embedded(settings: Settings) -> None:
     if settings.models_file is None and not demo_model_exists(settings.resolved_demo_model_path):
         typer.echo(f"Writing the demo model to {settings.resolved_demo_model_path} …", err=True)
         write_demo_model(settings.resolved_demo_model_path)
+    elif settings.models_file is None and not demo_lora_path(settings.resolved_demo_model_path).is_file():
+        # A demo folder from before the demo LoRA existed: add it rather than rebuild the model.
+        from app.runtime.demo_lora import write_demo_lora
+
+        write_demo_lora(settings.resolved_demo_model_path)
 
 
 async def _bootstrap(settings: Settings) -> str | None:
@@ -132,13 +140,35 @@ async def _run_worker(settings: Settings, device: str, worker_id: str | None = N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    log.info("worker starting", extra={"worker_id": qw.id, "device": device})
+    exporter = None
     try:
+        exporter = _worker_metrics(settings, qw, supervised=worker_id is not None)
+        log.info("worker starting", extra={"worker_id": qw.id, "device": device,
+                                           "metrics_port": exporter.port if exporter is not None else None})
         await asyncio.gather(qw.run(), dispatcher.run(), *([reporter.run()] if reporter is not None else []))
     finally:
+        if exporter is not None:
+            exporter.close()
         if listener is not None:
             await listener.stop()
         await db.dispose()
+
+
+# Ports a supervisor's children may take from worker_metrics_port on: more GPUs than a host holds.
+SUPERVISED_METRICS_PORTS = 16
+
+
+def _worker_metrics(settings: Settings, qw: QueueWorker, *, supervised: bool) -> MetricsServer | None:
+    """The worker's /metrics, /healthz and /readyz server with its GPU gauges, when a port is configured."""
+    if settings.worker_metrics_port is None:
+        return None
+    from app.observability.exporter import start_metrics_server
+    from app.observability.gpu import register_gpu_metrics
+
+    register_gpu_metrics(qw.device, qw.id)
+    return start_metrics_server(settings.worker_metrics_host, settings.worker_metrics_port,
+                                token=settings.metrics_token, state=lambda: qw.state.value,
+                                tries=SUPERVISED_METRICS_PORTS if supervised else 1)
 
 
 def _billing_reporter(db: Database, settings: Settings, name: str) -> BillingReporter | None:
@@ -243,7 +273,8 @@ def migrate() -> None:
 
 @cli.command("demo-model")
 def demo_model(path: Annotated[Path, typer.Argument(help="Folder to write the pipeline into")]) -> None:
-    """Write the tiny random SDXL-architecture demo pipeline (safetensors)."""
+    """Write the tiny random SDXL-architecture demo pipeline (safetensors) and its demo LoRA
+    (`ponyserve-loras/demo-style.safetensors` inside it, kohya layout), served as `demo-style`."""
     from app.runtime.demo_model import write_demo_model
 
     write_demo_model(path)
@@ -290,20 +321,83 @@ def accounts_create(
 
 @keys_cli.command("create")
 def keys_create(
-    account: Annotated[str, typer.Option(help="Account id")],
+    account: Annotated[str | None, typer.Option(help="Account id (default: the operator account, the one the "
+                                                     "bootstrap admin key was made for)")] = None,
     scope: Annotated[list[str] | None, typer.Option(help="generate, admin or moderator (repeatable)")] = None,
     name: Annotated[str, typer.Option(help="A label for the key")] = "",
 ) -> None:
-    """Create an API key; prints it as JSON. The `key` is shown only this once."""
+    """Create an API key; prints it as JSON. The `key` is shown only this once.
+
+    Lost the bootstrap admin key? On a machine with the service's database settings,
+    `ponyserve keys create --scope admin` mints a new admin key for the operator account."""
+    from app.accounts.bootstrap import operator_account_id
     from app.accounts.schemas import KeyCreated, KeyOut
     from app.accounts.service import create_key
+    from app.errors import InvalidRequest
 
     async def run(session):  # type: ignore[no-untyped-def]
-        key, token = await create_key(session, account_id=account, name=name, scopes=scope or ["generate"])
+        account_id = account or await operator_account_id(session)
+        if account_id is None:
+            raise InvalidRequest("No operator account yet (start `ponyserve serve` once); pass --account.",
+                                 code="no_operator_account", param="account")
+        key, token = await create_key(session, account_id=account_id, name=name, scopes=scope or ["generate"])
         return KeyCreated(**KeyOut.model_validate(key).model_dump(), key=token)
 
     try:
         _emit(asyncio.run(_with_session(run)).model_dump(mode="json"))
+    except Exception as exc:
+        _fail(exc)
+
+
+@accounts_cli.command("list")
+def accounts_list(
+    search: Annotated[str | None, typer.Option(help="Only accounts whose name or id contains this")] = None,
+    status: Annotated[str | None, typer.Option(help="active or suspended")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many")] = 100,
+    offset: Annotated[int, typer.Option(min=0, help="How many to skip")] = 0,
+) -> None:
+    """List accounts, oldest first, as JSON (the shape of GET /admin/accounts)."""
+    from app.accounts.schemas import AccountList, AccountOut
+    from app.accounts.service import search_accounts
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        rows = await search_accounts(session, query=search, status=status, limit=limit, offset=offset)
+        return AccountList(data=[AccountOut.model_validate(a) for a in rows], limit=limit, offset=offset)
+
+    try:
+        _emit(asyncio.run(_with_session(run)).model_dump(mode="json"))
+    except Exception as exc:
+        _fail(exc)
+
+
+@keys_cli.command("list")
+def keys_list(account: Annotated[str, typer.Option(help="Account id")]) -> None:
+    """List an account's keys as JSON: prefixes, scopes, revocation; never secrets (only hashes are stored)."""
+    from app.accounts.schemas import KeyOut
+    from app.accounts.service import get_account, list_keys
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        await get_account(session, account)
+        return [KeyOut.model_validate(k).model_dump(mode="json") for k in await list_keys(session, account)]
+
+    try:
+        _emit(asyncio.run(_with_session(run)))
+    except Exception as exc:
+        _fail(exc)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (key_…)")]) -> None:
+    """Revoke a key: its next request is refused, its unfinished jobs are cancelled (not charged). Prints JSON."""
+    from app.accounts.schemas import KeyOut
+    from app.accounts.service import revoke_key
+
+    async def run(session):  # type: ignore[no-untyped-def]
+        key, cancelled = await revoke_key(session, key_id)
+        return {**KeyOut.model_validate(key).model_dump(mode="json"), "cancelled_jobs": cancelled}
+
+    try:
+        _emit(asyncio.run(_with_session(run)))
     except Exception as exc:
         _fail(exc)
 

@@ -173,11 +173,38 @@ class LicenseSpec(BaseModel):
         return self
 
 
+class LoraSpec(BaseModel):
+    """One LoRA a request may apply, as the models file's ``[[loras]]`` describes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    # A .safetensors file in the kohya/A1111 layout Civitai distributes, or in diffusers' layout.
+    path: Path
+    # The base model family it was trained for: it applies to models of that family only.
+    family: Family = "sdxl"
+    default_weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+    trigger_words: list[str] = Field(default_factory=list, max_length=32)
+    # A licence id of this file's [[licenses]], enforced like a model's (plans, monetisation).
+    license: str | None = None
+    description: str = ""
+
+
 class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[ModelSpec] = Field(min_length=1)
     licenses: list[LicenseSpec] = Field(default_factory=list)
+    loras: list[LoraSpec] = Field(default_factory=list)
+
+    @field_validator("loras")
+    @classmethod
+    def _unique_lora_names(cls, loras: list[LoraSpec]) -> list[LoraSpec]:
+        names = [lora.name for lora in loras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate LoRA names: {', '.join(dupes)}")
+        return loras
 
     @field_validator("models")
     @classmethod
@@ -204,6 +231,30 @@ def load_models_file(path: Path) -> list[ModelSpec]:
         if spec.config is not None:
             spec.config = (path.parent / spec.config).resolve()
     return models
+
+
+def load_lora_specs(path: Path) -> list[LoraSpec]:
+    """The models file's LoRAs; relative paths resolve against the file's folder."""
+    loras = read_models_file(path).loras
+    for lora in loras:
+        lora.path = (path.parent / lora.path).resolve()
+    return loras
+
+
+DEMO_LORA_NAME = "demo-style"
+DEMO_LORA_TRIGGER = "demostyle"
+
+
+def demo_lora_path(demo_model_path: Path) -> Path:
+    """Where ``ponyserve demo-model`` writes the demo LoRA: beside the model's components, which diffusers
+    ignores (it reads only the folders model_index.json names)."""
+    return demo_model_path / "ponyserve-loras" / f"{DEMO_LORA_NAME}.safetensors"
+
+
+def demo_lora_spec(demo_model_path: Path) -> LoraSpec:
+    return LoraSpec(name=DEMO_LORA_NAME, path=demo_lora_path(demo_model_path), family="sdxl", default_weight=1.0,
+                    trigger_words=[DEMO_LORA_TRIGGER], license="demo",
+                    description="Tiny random LoRA for the demo model (kohya layout), to try LoRAs with.")
 
 
 def demo_model_spec(path: Path) -> ModelSpec:
@@ -363,6 +414,18 @@ class Settings(BaseSettings):
     c2pa_key_file: Path | None = None
     # An RFC 3161 time-stamp authority for C2PA signatures; unset = none.
     c2pa_tsa_url: str | None = None
+    # `ponyserve worker` serves its own /metrics (GPU gauges, job counters), /healthz and /readyz on this
+    # port, so Prometheus can scrape every worker pod; unset = no server. Under `--devices` each child
+    # takes the first free port from here on. /metrics wants metrics_token like the API's.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # All interfaces: in a pod the scraper and the kubelet reach it on the pod's address.
+    worker_metrics_host: str = "0.0.0.0"
+    # img2img inputs given as URLs (init_image / mask = "https://…"): off unless the operator allows them,
+    # and then fetched like a webhook is sent: public addresses only (checked after DNS), no redirects.
+    image_url_inputs: bool = False
+    # Also http:// and private or loopback addresses: for development and tests, never on a shared host.
+    image_url_allow_private: bool = False
+    image_url_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
     @field_validator("moderation_block_files", "moderation_allow_files", "stripe_webhook_secrets", "trusted_proxies",
                      "webhook_retry_schedule", mode="before")
@@ -436,6 +499,12 @@ class Settings(BaseSettings):
         if self.models_file is not None:
             return load_models_file(self.models_file)
         return [demo_model_spec(self.resolved_demo_model_path)]
+
+    def lora_specs(self) -> list[LoraSpec]:
+        """The LoRAs requests may name: the models file's, else the demo LoRA (``demo-style``)."""
+        if self.models_file is not None:
+            return load_lora_specs(self.models_file)
+        return [demo_lora_spec(self.resolved_demo_model_path)]
 
 
 @lru_cache

@@ -24,10 +24,11 @@ from app.billing.reporter import BillingReporter
 from app.billing.stripe_api import StripeGateway
 from app.compat.endpoints import router as compat_router
 from app.config import Settings, get_settings
+from app.console import install as install_console
 from app.context import AppContext
 from app.db import Database
 from app.errors import install_error_handlers
-from app.generation.catalog import ModelCatalog
+from app.generation.catalog import LoraCatalog, ModelCatalog
 from app.generation.endpoints import router as generation_router
 from app.generation.events import router as generation_events_router
 from app.generation.presentation import Presenter
@@ -116,6 +117,9 @@ def _install_offline_docs(app: FastAPI) -> None:
                               redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False)
 
 
+# The body limit of routes that carry an uploaded image: app.runtime.uploads' limit in base64, and some room.
+IMAGE_BODY_BYTES = 32 * 1024 * 1024
+
 def create_app(settings: Settings | None = None, *, embedded_worker: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
@@ -127,7 +131,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
             secret = await load_or_create_secret(session)
         await sync_licenses(db, settings)
         store = open_image_store(settings)
-        catalog = ModelCatalog(settings.model_specs())
+        catalog = ModelCatalog(settings.model_specs(), LoraCatalog(settings.lora_specs))
         # Built before serving: an unreadable operator word list stops start-up instead of
         # running with less moderation than configured.
         moderator = Moderator(db, settings, await asyncio.to_thread(build_policy, settings, catalog.specs()))
@@ -211,7 +215,11 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.add_middleware(AllowHeaderMiddleware)
     app.add_middleware(InputPolicyMiddleware)
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes,
-                       path_limits={"/webhooks/stripe": 1024 * 1024, "/admin/optouts/import": 8 * 1024 * 1024})
+                       path_limits={"/webhooks/stripe": 1024 * 1024, "/admin/optouts/import": 8 * 1024 * 1024,
+                                    "/console/moderation/optouts/import": 8 * 1024 * 1024 + 64 * 1024,
+                                    # Routes that take an image, base64 in JSON (4/3 of its size).
+                                    **dict.fromkeys(("/sdapi/v1/png-info", "/sdapi/v1/img2img", "/v1/generations",
+                                                     "/v1/images/generations", "/v1/images/edits"), IMAGE_BODY_BYTES)})
     app.add_middleware(SecurityHeadersMiddleware)
     _install_offline_docs(app)
     app.include_router(generation_router)
@@ -225,4 +233,5 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = True
     app.include_router(billing_webhooks_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    install_console(app)
     return app

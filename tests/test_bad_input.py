@@ -67,10 +67,15 @@ def test_malformed_json_is_422(client, customer, pg_engine) -> None:
 
 
 def test_huge_body_is_413(client, customer, pg_engine) -> None:
-    r = client.post("/v1/images/generations", content=b'{"prompt": "' + b"a" * 200_000 + b'"}',
+    # txt2img carries no image: the 64 KiB default applies.
+    r = client.post("/sdapi/v1/txt2img", content=b'{"prompt": "' + b"a" * 200_000 + b'"}',
                     headers={**customer.headers, "Content-Type": "application/json"})
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
+    # Routes that take an image allow 32 MiB, and no more.
+    big = client.post("/v1/images/generations", content=b'{"prompt": "' + b"a" * (33 * 1024 * 1024) + b'"}',
+                      headers={**customer.headers, "Content-Type": "application/json"})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
     assert _job_count(pg_engine, customer.account_id) == 0
 
 

@@ -6,26 +6,34 @@ clients do, with Basic auth whose password is the key (any user name).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.accounts.auth import GenerateCaller
-from app.compat import service
+from app.compat import infotext, service
 from app.compat.schemas import (
+    LoraItem,
     Options,
+    PNGInfoRequest,
+    PNGInfoResponse,
     ProgressResponse,
     SamplerItem,
     SchedulerItem,
     SDModelItem,
+    StableDiffusionProcessingImg2Img,
     StableDiffusionProcessingTxt2Img,
     TextToImageResponse,
 )
 from app.context import ContextDep
 from app.db import SessionDep
-from app.errors import COMMON_ERROR_RESPONSES, SYNC_GENERATION_ERROR_RESPONSES, ErrorResponse
+from app.errors import COMMON_ERROR_RESPONSES, SYNC_GENERATION_ERROR_RESPONSES, ErrorResponse, ServiceUnavailable
 from app.generation.endpoints import IdempotencyKeyHeader
+from app.runtime.uploads import decode_base64_image
 
+log = logging.getLogger("ponyserve.compat")
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111-compat"], responses=COMMON_ERROR_RESPONSES)
 
 
@@ -59,19 +67,23 @@ async def txt2img(
       and `show_progress_every_n_steps` / `live_previews_enable`, which set how often
       a live preview reaches `GET /sdapi/v1/progress`'s `current_image` (every 10
       steps unless told otherwise, as in A1111).
+    - **Hires. fix**: `enable_hr` with `hr_scale` (1–4), `denoising_strength` (default
+      0.7), `hr_second_pass_steps` (0 = `steps`) and a latent `hr_upscaler` (`Latent`,
+      `Latent (antialiased)`, `Latent (bicubic)`, `Latent (bicubic antialiased)`,
+      `Latent (nearest)`, `Latent (nearest-exact)`; others, `hr_resize_x/y` and a different
+      hires checkpoint, sampler or prompt are refused). Metered for both passes.
     - **Defaults**: an omitted or null `steps`, `cfg_scale`, `width`, `height`,
       sampler or model takes the model's default (see `GET /v1/models`), not
       A1111's fixed 50 steps / CFG 7 / 512×512. An empty `negative_prompt` takes
       the model's default negative prompt.
     - **Refused (400, `unsupported_parameter`) unless left at their defaults**:
-      `enable_hr`, `restore_faces`, `tiling`, `styles`, `subseed_strength`,
+      `restore_faces`, `tiling`, `styles`, `subseed_strength`,
       `seed_resize_from_*`, `refiner_checkpoint`, `firstpass_image`, `infotext`,
       `script_name`, enabled `alwayson_scripts`, and the `override_settings`
       `sd_vae`, `eta_noise_seed_delta` and `sdxl_clip_l_skip`.
     - **Accepted and ignored**: `save_images` (every image is stored anyway; its id
       is in `info.image_ids` and `GET /v1/images/{id}` returns it),
-      `do_not_save_*`, `eta`, `s_*` sampler tuning, `denoising_strength` and the
-      `hr_*` fields (hires. fix only), `override_settings_restore_afterwards`
+      `do_not_save_*`, `eta`, `s_*` sampler tuning, `override_settings_restore_afterwards`
       (settings never outlive a request), `CLIP_stop_at_last_layers` (like A1111,
       no effect on SDXL), other `override_settings` keys, and **unknown fields**,
       which A1111 also ignores. The ignored unknown keys are listed in the
@@ -100,6 +112,83 @@ async def sd_models(caller: GenerateCaller, ctx: ContextDep) -> list[SDModelItem
     `override_settings.sd_model_checkpoint` to choose one; `hash` and `sha256` are null
     because checkpoints are not hashed here."""
     return service.sd_models(ctx.catalog, caller)
+
+
+@router.post(
+    "/img2img",
+    response_model=TextToImageResponse,
+    responses={413: {"model": ErrorResponse}, **SYNC_GENERATION_ERROR_RESPONSES},
+)
+async def img2img(
+    body: StableDiffusionProcessingImg2Img,
+    caller: GenerateCaller,
+    ctx: ContextDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> TextToImageResponse:
+    """AUTOMATIC1111's img2img and inpainting, metered like any generation; fields as txt2img, plus:
+
+    - **Honoured**: `init_images` (exactly one, base64 or a data: URL; PNG, JPEG or WebP up to
+      4096×4096), `denoising_strength`, `resize_mode` (0 just resize, 1 crop and resize, 2 resize
+      and fill, 3 as 0), and for inpainting `mask` (white = repaint; the size of the init image),
+      `mask_blur` (or the larger of `mask_blur_x`/`mask_blur_y`), `inpainting_fill` (0 fill,
+      1 original, 2 latent noise, 3 latent nothing — done in pixel space before encoding),
+      `inpainting_mask_invert`, `inpaint_full_res` with `inpaint_full_res_padding` (only the
+      masked area, at full resolution, scaled back into place). Pixels outside the mask come back
+      unchanged.
+    - **Size**: `width`/`height` as sent; omitted, the init image's (down to a multiple of 8).
+    - **Refused**: more than one init image, families without an
+      img2img pipeline in diffusers (AuraFlow).
+
+    Bodies up to 32 MiB on this route."""
+    result, headers = await service.txt2img(ctx, caller, body, idempotency_key=idempotency_key,
+                                            disconnected=request.is_disconnected)
+    response.headers.update(headers)
+    return result
+
+
+@router.post("/png-info", response_model=PNGInfoResponse,
+             responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}})
+async def png_info(_: GenerateCaller, body: PNGInfoRequest) -> PNGInfoResponse:
+    """The generation parameters an image carries (ours or A1111's): `info` as written, `parameters`
+    parsed, `items` its other text. Bodies up to 32 MiB (the image is base64 in JSON)."""
+    upload = decode_base64_image(body.image, param="image")
+    info, items = await asyncio.to_thread(infotext.read, upload.data)
+    return PNGInfoResponse(info=info, items=items, parameters=infotext.parse(info) if info else {})
+
+
+@router.post("/interrupt", response_model=None)
+async def interrupt(caller: GenerateCaller, ctx: ContextDep, session: SessionDep) -> None:
+    """Stops this key's current generation (the running one, else the newest queued one), which ends
+    `cancelled` and is not charged. Never another key's. Nothing to stop is fine."""
+    await service.stop_current(session, ctx, caller)
+
+
+@router.post("/skip", response_model=None)
+async def skip(caller: GenerateCaller, ctx: ContextDep, session: SessionDep) -> None:
+    """As `interrupt`: a job here is one pipeline call, so there is no next image of it to go on to."""
+    await service.stop_current(session, ctx, caller)
+
+
+@router.get("/loras", response_model=list[LoraItem])
+async def loras(_: GenerateCaller, ctx: ContextDep) -> list[LoraItem]:
+    """The LoRAs a prompt may name with `<lora:name:weight>` (or `<lora:name:te_weight:unet_weight>`).
+    An unknown name is a 400, not silently prompt text."""
+    return service.loras(ctx.catalog)
+
+
+@router.post("/refresh-loras", response_model=None)
+async def refresh_loras(_: GenerateCaller, ctx: ContextDep) -> None:
+    """Re-reads the LoRA list from the models file, so a LoRA the operator just added can be used
+    (workers re-read theirs when a job names one they do not know). If the file cannot be read now,
+    the list stays as it was and the answer is 503 `lora_list_unreadable`."""
+    try:
+        await asyncio.to_thread(ctx.catalog.loras.refresh)
+    except Exception as exc:
+        log.warning("LoRA list refresh failed: %s", exc)
+        raise ServiceUnavailable("The LoRA list could not be re-read; the previous one stays in use.",
+                                 code="lora_list_unreadable", headers={"Retry-After": "30"}) from None
 
 
 @router.get("/samplers", response_model=list[SamplerItem])

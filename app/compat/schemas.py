@@ -77,7 +77,8 @@ class StableDiffusionProcessingTxt2Img(RequestModel):
     do_not_save_samples: bool | None = Field(default=False, description=_IGNORED)
     do_not_save_grid: bool | None = Field(default=False, description=_IGNORED)
     eta: float | None = Field(default=None, description=_IGNORED + " Samplers run with A1111's default eta.")
-    denoising_strength: float | None = Field(default=None, description=_IGNORED + " (used by hires. fix only)")
+    denoising_strength: float | None = Field(default=None, description="With enable_hr: the second pass's strength "
+                                                                      "(default 0.7).")
     s_min_uncond: float | None = Field(default=None, description=_IGNORED)
     s_churn: float | None = Field(default=None, description=_IGNORED)
     s_tmax: float | None = Field(default=None, description=_IGNORED)
@@ -100,14 +101,16 @@ class StableDiffusionProcessingTxt2Img(RequestModel):
     disable_extra_networks: bool | None = Field(default=False, description=_IGNORED)
     firstpass_image: str | None = Field(default=None, description=_UNSUPPORTED + " (none)")
     comments: dict[str, Any] | None = Field(default=None, description=_IGNORED)
-    enable_hr: bool | None = Field(default=False, description=_UNSUPPORTED + " (false): request the final size.")
+    enable_hr: bool | None = Field(default=False, description="Hires. fix: make the image at width × height, "
+                                                              "enlarge it by hr_scale, refine it.")
     firstphase_width: int | None = Field(default=0, description=_IGNORED)
     firstphase_height: int | None = Field(default=0, description=_IGNORED)
-    hr_scale: float | None = Field(default=2.0, description=_IGNORED + " (hires. fix)")
-    hr_upscaler: str | None = Field(default=None, description=_IGNORED + " (hires. fix)")
-    hr_second_pass_steps: int | None = Field(default=0, description=_IGNORED + " (hires. fix)")
-    hr_resize_x: int | None = Field(default=0, description=_IGNORED + " (hires. fix)")
-    hr_resize_y: int | None = Field(default=0, description=_IGNORED + " (hires. fix)")
+    hr_scale: float | None = Field(default=2.0, description="With enable_hr: 1 < scale ≤ 4.")
+    hr_upscaler: str | None = Field(default=None, description="With enable_hr: a latent upscaler ('Latent', "
+                                                             "'Latent (bicubic)', …); others are refused.")
+    hr_second_pass_steps: int | None = Field(default=0, description="With enable_hr: 0 = as many as steps.")
+    hr_resize_x: int | None = Field(default=0, description="Refused unless 0: use hr_scale.")
+    hr_resize_y: int | None = Field(default=0, description="Refused unless 0: use hr_scale.")
     hr_checkpoint_name: str | None = Field(default=None, description=_IGNORED + " (hires. fix)")
     hr_sampler_name: str | None = Field(default=None, description=_IGNORED + " (hires. fix)")
     hr_scheduler: str | None = Field(default=None, description=_IGNORED + " (hires. fix)")
@@ -196,3 +199,50 @@ class Options(BaseModel):
     CLIP_stop_at_last_layers: int = 1
     sd_vae: str = "Automatic"
     eta_noise_seed_delta: int = 0
+
+
+class LoraItem(BaseModel):
+    """One entry of A1111's ``GET /sdapi/v1/loras``."""
+
+    name: str = Field(description="What `<lora:name:weight>` in a prompt names.")
+    alias: str
+    path: str = Field(description="The file's name (not its location on the server).")
+    metadata: dict[str, Any] = Field(description="family, default_weight, trigger_words, license")
+
+
+class PNGInfoRequest(RequestModel):
+    model_config = ConfigDict(extra="ignore")
+
+    image: str = Field(min_length=1, description="The image, base64 or a data: URL (PNG, JPEG or WebP).")
+
+
+class PNGInfoResponse(BaseModel):
+    info: str = Field(description="The generation parameters as written in the image (A1111 infotext); "
+                                  "empty when it carries none.")
+    items: dict[str, str] = Field(description="The image's other text items (PNG text chunks, XMP).")
+    parameters: dict[str, str] = Field(description="`info` parsed: Prompt, Negative prompt, Steps, Sampler, …")
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessingTxt2Img):
+    """Body of ``POST /sdapi/v1/img2img`` (A1111's ``StableDiffusionImg2ImgProcessingAPI``)."""
+
+    init_images: list[str] | None = Field(default=None, description="The image to start from (base64 or a data: URL; "
+                                                                    "exactly one).")
+    mask: str | None = Field(default=None, description="Inpainting mask (base64), the size of the init image; white "
+                                                       "= repaint.")
+    denoising_strength: float | None = Field(default=0.75, description="0 < strength ≤ 1: how far from the init "
+                                                                      "image to go.")
+    resize_mode: int | None = Field(default=0, description="0 just resize, 1 crop and resize, 2 resize and fill, "
+                                                           "3 just resize (latent upscale: as 0 here).")
+    mask_blur: int | None = Field(default=None, description="Mask feathering in pixels (A1111's default 4).")
+    mask_blur_x: int | None = Field(default=4, description="A1111's horizontal mask blur; mask_blur wins if set.")
+    mask_blur_y: int | None = Field(default=4, description="A1111's vertical mask blur (the larger of x and y "
+                                                           "applies).")
+    inpainting_fill: int | None = Field(default=0, description="Masked content: 0 fill, 1 original, 2 latent noise, "
+                                                               "3 latent nothing.")
+    inpaint_full_res: bool | None = Field(default=False, description="Inpaint only the masked area, at full "
+                                                                     "resolution, and scale it back into place.")
+    inpaint_full_res_padding: int | None = Field(default=0, description="Context around the masked area, in pixels, "
+                                                                        "with inpaint_full_res.")
+    inpainting_mask_invert: int | None = Field(default=0, description="1: repaint the black part instead.")
+    include_init_images: bool | None = Field(default=False, description="Accepted and ignored.")

@@ -12,40 +12,44 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import Principal
 from app.compat import repository
 from app.compat.schemas import (
+    LoraItem,
     Options,
     ProgressResponse,
     ProgressState,
     SamplerItem,
     SchedulerItem,
     SDModelItem,
+    StableDiffusionProcessingImg2Img,
     StableDiffusionProcessingTxt2Img,
     TextToImageResponse,
 )
 from app.config import ModelSpec
 from app.context import AppContext
 from app.errors import AppError, GenerationFailed, InvalidRequest, PermissionDenied
+from app.generation import image_inputs
 from app.generation import service as generation
 from app.generation.catalog import ModelCatalog
-from app.generation.schemas import MAX_STEPS, GenerationRequest, OutputFormat
+from app.generation.schemas import MAX_STEPS, GenerationRequest, LatentUpscaler, OutputFormat
 from app.kit.clock import utcnow
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus
 from app.quotas.limits import effective_limits
 from app.runtime.encoding import a1111_parameters, read_parameters
 from app.runtime.samplers import SAMPLERS, resolve_sampler, sampler_names
+from app.settlement import service as settlement
 
 # Native field → the A1111 field a caller would recognise in an error's ``param``.
 _A1111_PARAMS = {
@@ -55,6 +59,9 @@ _A1111_PARAMS = {
     "model": "override_settings.sd_model_checkpoint",
     "output_format": "override_settings.samples_format",
     "size": "width",
+    "init_image": "init_images",
+    "hires": "hr_scale",
+    "strength": "denoising_strength",
 }
 
 # Schedule types ``resolve_sampler`` understands: (name, label, default_rho).
@@ -135,6 +142,13 @@ def sd_models(catalog: ModelCatalog, principal: Principal) -> list[SDModelItem]:
 # -- samplers ----------------------------------------------------------------------------
 
 
+def loras(catalog: ModelCatalog) -> list[LoraItem]:
+    return [LoraItem(name=spec.name, alias=spec.name, path=spec.path.name,
+                     metadata={"family": spec.family, "default_weight": spec.default_weight,
+                               "trigger_words": list(spec.trigger_words), "license": spec.license})
+            for spec in catalog.loras.specs()]
+
+
 def samplers() -> list[SamplerItem]:
     items = []
     for sampler in SAMPLERS.values():
@@ -190,7 +204,17 @@ class Txt2ImgPlan:
 def _refuse_unsupported(body: StableDiffusionProcessingTxt2Img) -> None:
     """Fields whose non-default values would change the image in ways we cannot reproduce."""
     if body.enable_hr:
-        raise _unsupported("enable_hr", "Hires. fix (enable_hr)", "Request the final width and height directly.")
+        if body.hr_upscaler not in (None, "", *get_args(LatentUpscaler)):
+            raise _unsupported("hr_upscaler", f"The {body.hr_upscaler!r} upscaler",
+                               f"Latent upscalers are: {', '.join(get_args(LatentUpscaler))}.")
+        for param in ("hr_resize_x", "hr_resize_y"):
+            if (getattr(body, param) or 0) > 0:
+                raise _unsupported(param, f"Hires. fix to a fixed size ({param})", "Use hr_scale.")
+        for param in ("hr_checkpoint_name", "hr_sampler_name", "hr_prompt", "hr_negative_prompt"):
+            if not _unset(getattr(body, param)) and getattr(body, param) not in ("Use same checkpoint",
+                                                                                 "Use same sampler"):
+                raise _unsupported(param, f"A different {param.removeprefix('hr_').replace('_', ' ')} for the "
+                                          "hires pass")
     if body.restore_faces:
         raise _unsupported("restore_faces", "Face restoration (restore_faces)")
     if body.tiling:
@@ -304,14 +328,51 @@ def a1111_params() -> Iterator[None]:
 
 
 def _native_request(fields: dict[str, Any]) -> GenerationRequest:
+    return generation.parse_request(fields, rename=_A1111_PARAMS)
+
+
+# A1111's extra-network syntax for LoRAs: <lora:name>, <lora:name:weight>, <lora:name:te_weight:unet_weight>.
+_LORA_TAG = re.compile(r"<lora:([^:<>]+)((?::[^:<>]*){0,2})>", re.IGNORECASE)
+
+
+def _number(text: str, tag: str) -> float:
     try:
-        return GenerationRequest(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        native = str(first["loc"][0]) if first.get("loc") else None
-        param = _A1111_PARAMS.get(native, native) if native else None
-        raise InvalidRequest(f"Invalid value for '{param}': {first.get('msg', 'invalid value')}.",
-                             code="invalid_value", param=param) from None
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise InvalidRequest(f"'{tag}' in the prompt: '{text}' is not a LoRA weight.", code="invalid_lora_tag",
+                             param="prompt")
+    return value
+
+
+def extract_lora_tags(prompt: str) -> tuple[str, list[dict[str, object]]]:
+    """The prompt without its ``<lora:…>`` tags, and the LoRAs they name (as the native ``loras`` field).
+
+    As in A1111: one weight applies to both the text encoders and the denoiser, two are the text
+    encoders' then the denoiser's, none is 1. A name given twice is a 400 (A1111 would apply it twice).
+    """
+    loras: list[dict[str, object]] = []
+    for match in _LORA_TAG.finditer(prompt):
+        tag, name = match.group(0), match.group(1).strip()
+        weights = [w.strip() for w in match.group(2).split(":")[1:]]
+        if len(weights) == 2:
+            te, unet = _number(weights[0], tag), _number(weights[1], tag)
+        else:
+            unet = te = _number(weights[0], tag) if weights and weights[0] else 1.0
+        loras.append({"name": name, "weight": unet, "text_encoder_weight": te})
+    text = re.sub(r"\s{2,}", " ", _LORA_TAG.sub("", prompt)).strip(" ,")
+    return text, loras
+
+
+def _hires(body: StableDiffusionProcessingTxt2Img) -> dict[str, Any] | None:
+    """A1111's hires. fix fields as the native ``hires``: hr_scale, denoising_strength (A1111's default 0.7 here),
+    hr_second_pass_steps (0 = the first pass's), hr_upscaler (latent ones)."""
+    if not body.enable_hr or isinstance(body, StableDiffusionProcessingImg2Img):
+        return None
+    return {"scale": body.hr_scale if body.hr_scale is not None else 2.0,
+            "denoise": body.denoising_strength if body.denoising_strength is not None else 0.7,
+            "steps": body.hr_second_pass_steps or None, "upscaler": body.hr_upscaler or "Latent"}
 
 
 def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, catalog: ModelCatalog) -> Txt2ImgPlan:
@@ -319,6 +380,10 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
     _refuse_unsupported(body)
     if body.prompt is None or not body.prompt.strip():
         raise InvalidRequest("prompt must not be empty.", code="missing_field", param="prompt")
+    prompt, loras = extract_lora_tags(body.prompt)
+    if not prompt:
+        raise InvalidRequest("The prompt has nothing but LoRA tags; say what to draw.", code="missing_field",
+                             param="prompt")
     overrides = _overrides(body.override_settings, catalog)
     spec = overrides.spec or catalog.get(None)
     # A1111 applies clip skip to SD1.x/2.x only: SDXL's text encoders always use their penultimate
@@ -348,7 +413,8 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
         raise InvalidRequest("seed must be -1 (random) or a non-negative integer.", code="invalid_seed",
                              param="seed")
     request = _native_request({
-        "prompt": body.prompt,
+        "prompt": prompt,
+        "loras": loras or None,
         "model": spec.name,
         "n": n,
         "negative_prompt": None if _unset(body.negative_prompt) else body.negative_prompt,
@@ -361,6 +427,7 @@ def translate(body: StableDiffusionProcessingTxt2Img, principal: Principal, cata
         "output_format": overrides.output_format,
         "response_format": "b64_json",
         "preview_every": preview_every,
+        "hires": _hires(body),
     })
     ignored = sorted(body.model_extra or {}) + overrides.ignored
     return Txt2ImgPlan(request=request, batch_size=batch_size, n_iter=n_iter,
@@ -431,16 +498,52 @@ def _infotext(job: Job, output: JobOutput, data: bytes) -> str:
                             seed=output.seed, width=job.width, height=job.height, model=job.model)
 
 
+_RESIZE_MODES = {0: "resize", 1: "crop", 2: "fill", 3: "resize"}
+_FILLS = {0: "fill", 1: "original", 2: "noise", 3: "blank"}
+
+
+def translate_img2img(body: StableDiffusionProcessingImg2Img, principal: Principal,
+                      catalog: ModelCatalog) -> Txt2ImgPlan:
+    """An A1111 img2img body as a native request: txt2img's translation plus the image inputs."""
+    if not body.init_images:
+        raise InvalidRequest("init_images needs one image.", code="missing_field", param="init_images")
+    if len(body.init_images) > 1:
+        raise _unsupported("init_images", "More than one init image")
+    if body.resize_mode not in (None, *_RESIZE_MODES):
+        raise InvalidRequest("resize_mode is 0, 1, 2 or 3.", code="invalid_value", param="resize_mode")
+    if body.inpainting_fill not in (None, *_FILLS):
+        raise InvalidRequest("inpainting_fill is 0, 1, 2 or 3.", code="invalid_value", param="inpainting_fill")
+    plan = translate(body, principal, catalog)
+    blur = body.mask_blur if body.mask_blur is not None else max(body.mask_blur_x or 0, body.mask_blur_y or 0)
+    update: dict[str, Any] = {
+        "init_image": body.init_images[0], "mask": body.mask or None,
+        "strength": body.denoising_strength if body.denoising_strength is not None else 0.75,
+        "resize_mode": _RESIZE_MODES[body.resize_mode or 0],
+        "mask_blur": blur if body.mask else 0, "mask_invert": bool(body.inpainting_mask_invert),
+        "mask_fill": _FILLS[body.inpainting_fill if body.inpainting_fill is not None else 0] if body.mask
+        else "original",
+        "mask_padding": max(0, body.inpaint_full_res_padding or 0) if body.mask and body.inpaint_full_res else None,
+    }
+    # A1111 sizes img2img by width/height (default 512); omitted here, the init image's size.
+    fields = plan.request.model_dump(exclude_unset=True) | update
+    return Txt2ImgPlan(request=_native_request(fields), batch_size=plan.batch_size, n_iter=plan.n_iter,
+                       clip_skip=plan.clip_skip, ignored=plan.ignored)
+
+
 async def txt2img(
     ctx: AppContext, principal: Principal, body: StableDiffusionProcessingTxt2Img, *,
     idempotency_key: str | None, disconnected: Callable[[], Awaitable[bool]],
 ) -> tuple[TextToImageResponse, dict[str, str]]:
-    """Runs one A1111 txt2img request to the end; returns the response body and its headers."""
-    plan = translate(body, principal, ctx.catalog)
+    """Runs one A1111 txt2img or img2img request to the end; returns the response body and its headers."""
+    if isinstance(body, StableDiffusionProcessingImg2Img):
+        plan, endpoint = translate_img2img(body, principal, ctx.catalog), "sdapi.img2img"
+    else:
+        plan, endpoint = translate(body, principal, ctx.catalog), "sdapi.txt2img"
     with a1111_params():
-        accepted = await generation.accept(ctx.db, principal, plan.request, ctx.catalog, endpoint="sdapi.txt2img",
+        accepted = await generation.accept(ctx.db, principal, plan.request, ctx.catalog, endpoint=endpoint,
                                            max_queue_depth=ctx.settings.max_queue_depth,
-                                           idempotency_key=idempotency_key)
+                                           idempotency_key=idempotency_key, store=ctx.store,
+                                    image_urls=image_inputs.UrlPolicy.from_settings(ctx.settings))
     headers = accepted.headers()
     if plan.ignored:
         headers["X-Ignored-Fields"] = ignored_fields_header(plan.ignored)
@@ -517,3 +620,13 @@ async def progress(session: AsyncSession, principal: Principal, *, skip_current_
     current_image = job.preview if job.status == JobStatus.RUNNING and not skip_current_image else None
     return ProgressResponse(progress=fraction, eta_relative=round(eta, 3), state=state, current_image=current_image,
                             textinfo=f"Sampling step {job.progress_step}/{job.steps}")
+
+
+async def stop_current(session: AsyncSession, ctx: AppContext, principal: Principal) -> str | None:
+    """A1111's interrupt: the key's current job is cancelled (not charged); its id, or None if it had none."""
+    job = await repository.current_job_of_key(session, principal.key.id)
+    if job is None or not await settlement.cancel(session, job.id, utcnow()):
+        return None
+    await session.commit()
+    ctx.events.job_changed(job.id)
+    return job.id

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.accounts.auth import GenerateCaller, _bearer
@@ -24,15 +24,18 @@ from app.errors import (
     GenerationFailed,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
 )
-from app.generation import presentation, service
+from app.generation import image_inputs, presentation, service
 from app.generation.schemas import (
     MAX_METADATA_PAIRS,
     GenerationList,
     GenerationRequest,
     ImagesResponse,
     JobOut,
+    LoraList,
+    LoraOut,
     ModelDefaultsOut,
     ModelLicenseOut,
     ModelLimitsOut,
@@ -45,6 +48,7 @@ from app.queue.models import JobStatus
 from app.quotas.limits import effective_limits
 from app.runtime.encoding import MEDIA_TYPES
 from app.runtime.samplers import samplers_for_family
+from app.runtime.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(tags=["generation"], responses=COMMON_ERROR_RESPONSES)
 
@@ -74,7 +78,9 @@ async def create_image(
     the original images and is not charged again.
     """
     accepted = await service.accept(ctx.db, caller, body, ctx.catalog, endpoint="images.generations",
-                                    max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key)
+                                    max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key,
+                                    store=ctx.store,
+                                    image_urls=image_inputs.UrlPolicy.from_settings(ctx.settings))
     response.headers.update(accepted.headers())
     ctx.events.work_available()
     try:
@@ -89,6 +95,39 @@ async def create_image(
         if not body.store:
             # The response carries the bytes (or the failure): nothing of it is kept.
             await service.discard_unstored(ctx.db, ctx.store, accepted.job.id)
+
+
+@router.post(
+    "/v1/images/edits",
+    response_model=ImagesResponse,
+    responses={413: {"model": ErrorResponse}, **SYNC_GENERATION_ERROR_RESPONSES},
+)
+async def edit_image(
+    caller: GenerateCaller, ctx: ContextDep, request: Request, response: Response,
+    image: Annotated[UploadFile, File(description="The image to edit: PNG, JPEG or WebP, up to 4096×4096.")],
+    prompt: Annotated[str, Form(min_length=1, max_length=4000, description="What the edited image shows.")],
+    mask: Annotated[UploadFile | None, File(description="Fully transparent pixels mark where to edit; the "
+                                                        "image's size. Omitted: the image's own transparency.")] = None,
+    model: Annotated[str | None, Form(max_length=64)] = None,
+    n: Annotated[int, Form(ge=1, le=8)] = 1,
+    size: Annotated[str | None, Form(pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")] = None,
+    response_format: Annotated[Literal["url", "b64_json"], Form()] = "url",
+    user: Annotated[str | None, Form(max_length=200)] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> ImagesResponse:
+    """Edit an image (OpenAI Images API `images.edit`, multipart): inpaint where the mask (or the image) is fully
+    transparent, at strength 1; with no transparency anywhere, img2img of the whole image at strength 0.75.
+    Metered and charged like a generation. Bodies up to 32 MiB."""
+    image_bytes = await image.read(MAX_UPLOAD_BYTES + 1)
+    mask_bytes = await mask.read(MAX_UPLOAD_BYTES + 1) if mask is not None else None
+    if len(image_bytes) > MAX_UPLOAD_BYTES or (mask_bytes is not None and len(mask_bytes) > MAX_UPLOAD_BYTES):
+        raise PayloadTooLarge(f"Images are at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB.",
+                              param="mask" if len(image_bytes) <= MAX_UPLOAD_BYTES else "image")
+    init_b64, mask_b64 = await asyncio.to_thread(image_inputs.openai_edit_inputs, image_bytes, mask_bytes)
+    body = service.parse_request({"prompt": prompt, "model": model, "n": n, "size": size, "user": user,
+                           "response_format": response_format, "init_image": init_b64, "mask": mask_b64,
+                           "strength": 1.0 if mask_b64 is not None else None})
+    return await create_image(body, caller, ctx, request, response, idempotency_key=idempotency_key)
 
 
 @router.post(
@@ -113,7 +152,9 @@ async def create_generation(
     With an `Idempotency-Key`, a retry of the same body returns the original job.
     """
     accepted = await service.accept(ctx.db, caller, body, ctx.catalog, endpoint="generations",
-                                    max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key)
+                                    max_queue_depth=ctx.settings.max_queue_depth, idempotency_key=idempotency_key,
+                                    store=ctx.store,
+                                    image_urls=image_inputs.UrlPolicy.from_settings(ctx.settings))
     ctx.events.work_available()
     job = accepted.job
     headers = {"Location": f"/v1/generations/{job.id}", **accepted.headers()}
@@ -297,3 +338,22 @@ async def list_models(caller: GenerateCaller, ctx: ContextDep, session: SessionD
         )
         for spec, terms in models
     ])
+
+
+@router.get("/v1/loras", response_model=LoraList)
+async def list_loras(caller: GenerateCaller, ctx: ContextDep, session: SessionDep) -> LoraList:
+    """LoRAs requests may apply (`loras: [{"name", "weight"}]`, or `<lora:name:weight>` on the A1111 routes):
+    the model family each fits, its default weight and trigger words. A LoRA whose licence your plan may not use
+    is not listed."""
+    now = utcnow()
+    listed = []
+    for spec in ctx.catalog.loras.specs():
+        terms = await licensing.terms_for(session, spec.license, now)
+        try:
+            licensing.check_plan(terms, caller.plan, spec.name, kind="LoRA", param="loras")
+        except PermissionDenied:
+            continue
+        listed.append(LoraOut(id=spec.name, family=spec.family, default_weight=spec.default_weight,
+                              trigger_words=list(spec.trigger_words), license=spec.license,
+                              description=spec.description))
+    return LoraList(data=listed)

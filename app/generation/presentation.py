@@ -23,11 +23,12 @@ from app.generation.schemas import (
     JobError,
     JobOut,
     JobParameters,
+    LoraApplied,
     OutputOut,
     Progress,
     UsageBlock,
 )
-from app.metering.service import megapixel_steps, price_units
+from app.metering.service import job_megapixel_steps, price_units_for
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus
 from app.runtime.preview import PREVIEW_MEDIA_TYPE
@@ -44,8 +45,9 @@ def preview_data_url(job: Job) -> str | None:
 
 def _usage(job: Job, outputs: Sequence[JobOutput]) -> UsageBlock:
     charged = sum(1 for o in outputs if o.charged) if job.status == JobStatus.SUCCEEDED else 0
-    return UsageBlock(images=charged, megapixel_steps=megapixel_steps(job.width, job.height, job.steps) * charged,
-                      price_units=price_units(job.width, job.height, job.steps) * charged,
+    work = job_megapixel_steps(job)
+    return UsageBlock(images=charged, megapixel_steps=round(work * charged, 6),
+                      price_units=price_units_for(work) * charged,
                       gpu_seconds=job.gpu_seconds)
 
 
@@ -86,6 +88,7 @@ class Presenter:
                 revised_negative_prompt=job.revised_negative_prompt, model=job.model, n=job.n, width=job.width,
                 height=job.height, steps=job.steps, guidance_scale=job.guidance_scale, sampler=job.sampler,
                 seed=job.seed, output_format=job.output_format,
+                loras=[LoraApplied.model_validate(lora) for lora in job.loras or ()],
             ),
             outputs=[
                 OutputOut(id=o.id, url=None if o.withheld else self.image_url(base_url, o.id), seed=o.seed,

@@ -22,6 +22,43 @@ _METADATA_DOC = (f"Your own labels for this job: up to {MAX_METADATA_PAIRS} stri
                  "values up to 512). Returned on the job and in its webhooks. Not seen by the model.")
 
 
+MAX_LORAS_PER_REQUEST = 16
+# A base64 image field: app.runtime.uploads' 24 MiB limit, in base64, with room for a data: URL prefix.
+MAX_IMAGE_FIELD_CHARS = 33 * 1024 * 1024
+
+
+class LoraRequest(RequestModel):
+    """One LoRA to apply: a name from `GET /v1/loras` and its weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="A LoRA of `GET /v1/loras`.")
+    weight: float | None = Field(default=None, ge=-4.0, le=4.0,
+                                 description="Strength; the LoRA's default_weight if omitted. 0 = no effect.")
+    text_encoder_weight: float | None = Field(
+        default=None, ge=-4.0, le=4.0,
+        description="Strength on the text encoders, when it should differ from `weight` (A1111's "
+                    "`<lora:name:te:unet>`); `weight` if omitted.")
+
+
+LatentUpscaler = Literal["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)",
+                         "Latent (nearest)", "Latent (nearest-exact)"]
+
+
+class HiresRequest(RequestModel):
+    """Hires. fix: generate at the requested size, upscale the latents, then refine at the larger size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(gt=1.0, le=4.0, description="Output size = the requested size × scale (down to a "
+                                                     "multiple of 8).")
+    denoise: float = Field(default=0.5, gt=0.0, le=1.0, description="Strength of the second pass.")
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS,
+                              description="Second-pass steps (int(steps × denoise) run); the first pass's if omitted.")
+    upscaler: LatentUpscaler = Field(default="Latent", description="How latents are enlarged (A1111's latent "
+                                                                   "upscalers).")
+
+
 class GenerationRequest(RequestModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -66,6 +103,39 @@ class GenerationRequest(RequestModel):
 
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=MAX_METADATA_PAIRS,
                                                               description=_METADATA_DOC)
+    init_image: str | None = Field(
+        default=None, min_length=1, max_length=MAX_IMAGE_FIELD_CHARS,
+        description="img2img: the image to start from, base64 or a data: URL (PNG, JPEG or WebP, at most 4096×4096"
+                    "). Without size/width/height the output takes its size (rounded down to a multiple of 8).")
+    mask: str | None = Field(
+        default=None, min_length=1, max_length=MAX_IMAGE_FIELD_CHARS,
+        description="Inpainting: a mask the size of init_image; white = repaint, black = keep (kept pixels come back "
+                    "unchanged).")
+    strength: float | None = Field(
+        default=None, gt=0.0, le=1.0,
+        description="How far from init_image to go: 1 repaints entirely, low values stay close (default 0.75). "
+                    "int(steps × strength) denoising steps run; at least one must.")
+    resize_mode: Literal["resize", "crop", "fill"] = Field(
+        default="resize", description="Fitting init_image (and mask) to the output size: 'resize' stretches, "
+                                      "'crop' fills the frame and crops the overflow, 'fill' fits inside and extends "
+                                      "the edges.")
+    mask_blur: int = Field(default=0, ge=0, le=64, description="Feathers the mask's edge by this many pixels.")
+    mask_invert: bool = Field(default=False, description="Repaint the black part of the mask instead.")
+    mask_padding: int | None = Field(
+        default=None, ge=0, le=1024,
+        description="Inpaint only the masked area, at the full output resolution, with this many pixels of context "
+                    "around it (A1111's inpaint_full_res and its padding); the result is scaled back into place. "
+                    "Omitted: the whole picture is inpainted.")
+    mask_fill: Literal["original", "fill", "noise", "blank"] = Field(
+        default="original", description="What the masked area starts from: the original pixels, a blur of their "
+                                        "surroundings, noise, or flat grey (A1111's inpainting_fill 1, 0, 2, 3).")
+    hires: HiresRequest | None = Field(
+        default=None, description="Hires. fix: the images are made at the requested size, then enlarged by "
+                                  "`hires.scale` and refined; metered for both passes (see `usage`).")
+    loras: list[LoraRequest] | None = Field(
+        default=None, max_length=MAX_LORAS_PER_REQUEST,
+        description="LoRAs to apply (names from `GET /v1/loras`, each once), up to your plan's `max_loras`. A LoRA "
+                    "made for another model family is refused.")
     store: bool = Field(
         default=True,
         description="false: nothing is kept once the response is sent — images, prompts and the job are erased "
@@ -136,6 +206,12 @@ class OutputOut(BaseModel):
     status: OutputStatus = Field(default="delivered", description=_STATUS_DOC)
 
 
+class LoraApplied(BaseModel):
+    name: str
+    weight: float
+    text_encoder_weight: float
+
+
 class JobParameters(BaseModel):
     prompt: str
     negative_prompt: str
@@ -150,6 +226,7 @@ class JobParameters(BaseModel):
     sampler: str
     seed: int
     output_format: OutputFormat
+    loras: list[LoraApplied] = Field(default_factory=list, description="The LoRAs applied, by name.")
 
 
 class JobOut(BaseModel):
@@ -176,6 +253,21 @@ class GenerationList(BaseModel):
     first_id: str | None = Field(description="The first job of this page; null when it is empty.")
     last_id: str | None = Field(description="The last job of this page: the `after` of the next page.")
     has_more: bool = Field(description="Whether jobs older than `last_id` match too.")
+
+
+class LoraOut(BaseModel):
+    id: str = Field(description="The name requests use.")
+    object: Literal["lora"] = "lora"
+    family: str = Field(description="The model family it applies to (models of another family refuse it).")
+    default_weight: float
+    trigger_words: list[str] = Field(description="Words it was trained on: put them in the prompt to call it up.")
+    license: str | None
+    description: str
+
+
+class LoraList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LoraOut]
 
 
 class ModelDefaultsOut(BaseModel):

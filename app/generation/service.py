@@ -7,14 +7,17 @@ so a bad request leaves no row behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,8 +34,11 @@ from app.errors import (
     ServiceUnavailable,
     Timeout,
 )
+from app.generation import image_inputs
+from app.generation import loras as lora_rules
 from app.generation.catalog import ModelCatalog
 from app.generation.encoder_depth import max_clip_skip
+from app.generation.loras import ResolvedLora
 from app.generation.schemas import (
     GenerationRequest,
 )
@@ -98,7 +104,8 @@ def _check_plan(principal: Principal, limits: Limits, *, width: int, height: int
 
 
 def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, limits: Limits, *,
-              rating: Rating | None = None) -> Job:
+              rating: Rating | None = None, loras: Sequence[ResolvedLora] = (),
+              inputs: dict[str, object] | None = None) -> Job:
     """The job a valid request becomes; raises on the first invalid parameter. ``rating`` (from
     moderation) adds Pony rating tags to the revised prompts of models with ``rating_tags``."""
     width, height = _resolve_size(req, spec)
@@ -120,12 +127,35 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         # Refused here rather than failing in the worker after the job was queued and reserved.
         raise InvalidRequest(f"clip_skip {req.clip_skip} exceeds the {depth} layers of model '{spec.name}' text "
                              "encoder.", code="invalid_clip_skip", param="clip_skip")
-    _check_plan(principal, limits, width=width, height=height, steps=steps, n=req.n)
+    hires: dict[str, object] | None = None
+    hires_key = ""
+    if req.hires is not None:
+        if req.init_image is not None:
+            raise InvalidRequest("hires cannot be combined with init_image; ask for the size you want.",
+                                 code="invalid_hires", param="hires")
+        final_w, final_h = int(width * req.hires.scale) // 8 * 8, int(height * req.hires.scale) // 8 * 8
+        if final_w > spec.max_width or final_h > spec.max_height:
+            raise InvalidRequest(f"hires output {final_w}x{final_h} exceeds model '{spec.name}' limits "
+                                 f"{spec.max_width}x{spec.max_height}.", code="invalid_size", param="hires")
+        hr_steps = req.hires.steps if req.hires.steps is not None else steps
+        if hr_steps > spec.max_steps:
+            raise InvalidRequest(f"hires steps {hr_steps} exceeds model '{spec.name}' maximum of {spec.max_steps}.",
+                                 code="invalid_steps", param="hires")
+        if int(hr_steps * req.hires.denoise) < 1:
+            raise InvalidRequest(f"hires denoise {req.hires.denoise:g} of {hr_steps} steps runs no step.",
+                                 code="invalid_hires", param="hires")
+        hires = {"base_width": width, "base_height": height, "denoise": req.hires.denoise, "steps": hr_steps,
+                 "upscaler": req.hires.upscaler}
+        hires_key = f"|hr={width}x{height}:{req.hires.denoise:g}:{hr_steps}:{req.hires.upscaler}"
+        width, height = final_w, final_h
+    _check_plan(principal, limits, width=width, height=height, n=req.n,
+                steps=max(steps, int(str(hires["steps"])) if hires else 0))
     preview_every = req.preview_every or None
     if preview_every is not None and preview_every > steps:
         raise InvalidRequest(f"preview_every {preview_every} is more than this job's {steps} steps, so no preview "
                              f"would ever come; use 1 to {steps}, or 0 for none.", code="invalid_preview_every",
                              param="preview_every")
+    strength = image_inputs.check_strength(req, steps)
     guidance = req.guidance_scale if req.guidance_scale is not None else spec.defaults.guidance_scale
     # Seeds of a job are seed, seed+1, … (A1111's convention); keep the last one in range.
     seed = req.seed if req.seed is not None else secrets.randbelow(2**32 - req.n)
@@ -146,7 +176,11 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
         clip_skip=clip_skip,
         # Not part of the batch key: previews are per job, so jobs that differ only here still share a call.
         preview_every=preview_every,
-        batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}|{clip_skip}",
+        batch_key=f"{spec.name}|{width}x{height}|{steps}|{sampler}|{guidance:g}|{clip_skip}"
+                  + lora_rules.batch_key_part(loras) + image_inputs.batch_key_part(inputs, strength)
+                  + hires_key,
+        loras=[lora.stored() for lora in loras] or None,
+        inputs={**inputs, "strength": strength} if inputs else None, hires=hires,
         attempts=0, cancel_requested=False, progress_step=0, created_at=utcnow(),
         request_metadata=dict(req.metadata) if req.metadata else None, store=req.store,
         metadata_mode=principal.key.metadata_mode or "full",
@@ -156,7 +190,7 @@ def build_job(principal: Principal, req: GenerationRequest, spec: ModelSpec, lim
 async def submit(
     session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *,
     limits: Limits, max_queue_depth: int, now: datetime, idempotency_key: str | None = None,
-    rating: Rating | None = None, screen: Screen | None = None,
+    rating: Rating | None = None, screen: Screen | None = None, inputs: dict[str, object] | None = None,
 ) -> Job:
     """Validates, checks in-flight limits, reserves quota and enqueues — all in the caller's
     transaction, so a refusal anywhere leaves nothing behind. Workers wake when it commits.
@@ -170,7 +204,8 @@ async def submit(
                                param="model")
     terms = await licensing.terms_for(session, spec.license, now)
     licensing.check_plan(terms, principal.plan, spec.name)
-    job = build_job(principal, req, spec, limits, rating=rating)
+    loras = await _resolve_loras(session, principal, req, spec, catalog, limits, now)
+    job = build_job(principal, req, spec, limits, rating=rating, loras=loras, inputs=inputs)
     job.idempotency_key = idempotency_key
     depth = (await queue.count_by_status(session, [JobStatus.QUEUED]))[JobStatus.QUEUED]
     if depth >= max_queue_depth:
@@ -182,26 +217,42 @@ async def submit(
     if (await licensing.reserve(session, job, terms, now)).outcome == "fallback":
         assert terms is not None and terms.fallback_model is not None
         job = await _route_to_fallback(session, principal, req, catalog, limits, job, terms.fallback_model, now,
-                                       rating=rating, screen=screen)
+                                       rating=rating, screen=screen, inputs=inputs)
     await queue.insert_job(session, job)
     await publish_work(session, job.model)
     return job
 
 
+async def _resolve_loras(session: AsyncSession, principal: Principal, req: GenerationRequest, spec: ModelSpec,
+                         catalog: ModelCatalog, limits: Limits, now: datetime) -> list[ResolvedLora]:
+    """The request's LoRAs for ``spec``, each one's licence checked against the plan like a model's."""
+    loras = lora_rules.resolve(req.loras, spec, catalog.loras, limits.max_loras)
+    for lora in loras:
+        terms = await licensing.terms_for(session, lora.spec.license, now)
+        licensing.check_plan(terms, principal.plan, lora.spec.name, kind="LoRA", param="loras")
+    return loras
+
+
 async def _route_to_fallback(
     session: AsyncSession, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, limits: Limits,
     original: Job, fallback_model: str, now: datetime, *, rating: Rating | None = None, screen: Screen | None = None,
+    inputs: dict[str, object] | None = None,
 ) -> Job:
     """The licence of the requested model is at its cap: the job runs on the fallback model instead,
     metered against the fallback's licence (one hop only: a capped fallback is refused, not chained)."""
     spec = catalog.get(fallback_model)
     terms = await licensing.terms_for(session, spec.license, now)
     licensing.check_plan(terms, principal.plan, spec.name)
+    if inputs and spec.family not in image_inputs.FAMILIES_WITH_IMAGE_INPUTS:
+        raise PermissionDenied(f"Model '{original.model}' is at its licence cap and its fallback '{spec.name}' takes "
+                               "no init_image.", code="license_cap_reached", param="model")
     if screen is not None:
         # Refuses (and records the incident in its own transaction) before anything is reserved
         # for the fallback; this transaction's reservations roll back with the refusal.
         rating = (await screen(spec)).rating
-    job = build_job(principal, req.model_copy(update={"model": spec.name}), spec, limits, rating=rating)
+    loras = await _resolve_loras(session, principal, req, spec, catalog, limits, now)
+    job = build_job(principal, req.model_copy(update={"model": spec.name}), spec, limits, rating=rating, loras=loras,
+                    inputs=inputs)
     job.id, job.idempotency_key = original.id, original.idempotency_key
     job.quota_day, job.quota_month, job.reservation_state = original.quota_day, original.quota_month, "held"
     job.requested_model, job.requested_license = original.model, original.license
@@ -226,7 +277,8 @@ class Accepted:
 
 async def accept(
     db: Database, principal: Principal, req: GenerationRequest, catalog: ModelCatalog, *, endpoint: str,
-    max_queue_depth: int, idempotency_key: str | None,
+    max_queue_depth: int, idempotency_key: str | None, store: ImageStore | None = None,
+    image_urls: image_inputs.UrlPolicy | None = None,
 ) -> Accepted:
     """The whole acceptance path of both generation POSTs: rate limit, idempotency, enqueue.
 
@@ -235,6 +287,11 @@ async def accept(
     (which get 409) while this request is still being accepted.
     """
     _check_store(req, endpoint)
+    # Uploads are checked before anything is spent on the request (their bytes decoded off the event loop).
+    checked = await image_inputs.check(req, catalog.get(req.model), image_urls or image_inputs.UrlPolicy())
+    if checked is not None and store is None:
+        raise InvalidRequest("This route takes no init_image.", code="img2img_not_supported", param="init_image")
+    req = image_inputs.with_output_size(req, checked)
     now = utcnow()
     limits = effective_limits(principal.account, principal.key)
     async with db.unit_of_work() as session:
@@ -243,7 +300,9 @@ async def accept(
         # Before any claim or reservation: a refused prompt leaves no job and costs no quota
         # (its incident is written in the moderator's own transaction).
         moderator = moderator_for(db)
-        screening = await moderator.screen(principal, req, catalog.get(req.model), endpoint=endpoint)
+        lora_words = lora_rules.screened_text(req.loras, catalog.loras)
+        screening = await moderator.screen(principal, req, catalog.get(req.model), endpoint=endpoint,
+                                           extra=lora_words)
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 255:
                 raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.", code="invalid_idempotency_key",
@@ -257,13 +316,18 @@ async def accept(
                     job = await queue.get_job(session, original)
                 assert job is not None
                 return Accepted(job=_replayable(job), rate=rate, replayed=True)
+        stored = None
         try:
+            if checked is not None:
+                assert store is not None
+                stored = await image_inputs.store(store, checked, req)
             try:
                 async with db.unit_of_work() as session:
                     job = await submit(session, principal, req, catalog, limits=limits,
                                        max_queue_depth=max_queue_depth, now=now, idempotency_key=idempotency_key,
-                                       rating=screening.rating,
-                                       screen=partial(moderator.screen, principal, req, endpoint=endpoint))
+                                       rating=screening.rating, inputs=stored,
+                                       screen=partial(moderator.screen, principal, req, endpoint=endpoint,
+                                                      extra=lora_words))
                     if idempotency_key is not None:
                         await quotas.finish_idempotent(session, principal.key, idempotency_key, job.id)
             except IntegrityError:
@@ -275,6 +339,8 @@ async def accept(
                 async with db.unit_of_work() as session:
                     # The claim this request took over now points at the job, for the next retry.
                     await quotas.finish_idempotent(session, principal.key, idempotency_key, existing.id)
+                if stored is not None and store is not None:  # the other request's job has its own copies
+                    await image_inputs.discard(store, stored)
                 return Accepted(job=_replayable(existing), rate=rate, replayed=True)
             except RateLimited as exc:
                 if rate is not None and exc.code in quotas.INFLIGHT_CODES:
@@ -283,6 +349,10 @@ async def accept(
                         await quotas.refund_rate_token(session, principal.key, limits)
                 raise
         except BaseException:
+            if stored is not None:
+                with contextlib.suppress(Exception):  # best effort: the refusal is what the caller needs
+                    assert store is not None
+                    await image_inputs.discard(store, stored)
             if idempotency_key is not None:
                 async with db.unit_of_work() as session:
                     await quotas.abandon_idempotent(session, principal.key, idempotency_key)
@@ -292,6 +362,19 @@ async def accept(
             exc.headers = {**rate.headers(), **exc.headers}
         raise
     return Accepted(job=job, rate=rate, replayed=False)
+
+
+def parse_request(fields: Mapping[str, Any], *, rename: Mapping[str, str] | None = None) -> GenerationRequest:
+    """A native request from fields another API shape carried (OpenAI multipart, A1111 JSON); a 400 names the
+    first bad field, in that shape's own name (``rename``: native → theirs)."""
+    try:
+        return GenerationRequest(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        native = str(first["loc"][0]) if first.get("loc") else None
+        param = (rename or {}).get(native, native) if native else None
+        raise InvalidRequest(f"Invalid value for '{param}': {first.get('msg', 'invalid value')}.",
+                             code="invalid_value", param=param) from None
 
 
 def _check_store(req: GenerationRequest, endpoint: str) -> None:

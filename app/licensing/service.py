@@ -8,7 +8,9 @@ settlement, exactly once.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -63,17 +65,18 @@ async def terms_for(session: AsyncSession, license_id: str | None, now: datetime
     return None if license_id is None else await repo.current_version(session, license_id, now)
 
 
-def check_plan(terms: License | None, plan: Plan, model: str) -> None:
-    """Refuses a plan the licence does not allow (403 license_forbids_plan)."""
+def check_plan(terms: License | None, plan: Plan, model: str, *, kind: str = "model", param: str = "model") -> None:
+    """Refuses a plan the licence does not allow (403 license_forbids_plan). ``kind`` and ``param`` name
+    what carries the licence: a model, or a LoRA (``kind="LoRA"``, ``param="loras"``)."""
     if terms is None:
         return
     if plan.is_paid and not terms.monetization_allowed:
         raise PermissionDenied(
-            f"The licence of model '{model}' ({terms.name}) forbids monetised inference; it is not available on "
-            f"paid plans.", code="license_forbids_plan", param="model")
+            f"The licence of {kind} '{model}' ({terms.name}) forbids monetised inference; it is not available on "
+            f"paid plans.", code="license_forbids_plan", param=param)
     if terms.allowed_plans is not None and plan.code not in terms.allowed_plans:
-        raise PermissionDenied(f"The licence of model '{model}' ({terms.name}) does not allow the '{plan.code}' plan.",
-                               code="license_forbids_plan", param="model")
+        raise PermissionDenied(f"The licence of {kind} '{model}' ({terms.name}) does not allow the '{plan.code}' "
+                               "plan.", code="license_forbids_plan", param=param)
 
 
 def window(terms: License, now: datetime) -> tuple[date, date, datetime]:
@@ -289,3 +292,24 @@ async def report(session: AsyncSession, month: str, now: datetime) -> dict[str, 
         return {**body, "frozen": False, "frozen_at": None, "checksum": checksum}
     stored = await repo.freeze_report(session, LicenseReport(month=month, body=body, checksum=checksum, frozen_at=now))
     return {**stored.body, "frozen": True, "frozen_at": stored.frozen_at.isoformat(), "checksum": stored.checksum}
+
+
+async def frozen_reports(session: AsyncSession, *, limit: int = 24) -> list[LicenseReport]:
+    """The months whose report is frozen (newest first): what an auditor can download as it was."""
+    return list(await repo.frozen_reports(session, limit))
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    """A report as GET /admin/licenses/report answers with ``Accept: text/csv``: one line per licence and model."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["month", "license", "model", "images", "free_plan_images", "paid_plan_images",
+                     "overage_images", "cap", "fallbacks_taken", "peak_day", "peak_day_images", "checksum"])
+    for lic in report["licenses"]:
+        peak = lic["peak_day"] or {"day": "", "images": ""}
+        for m in lic["models"] or [{"model": "", "images": 0, "free_plan_images": 0, "paid_plan_images": 0,
+                                    "overage_images": 0}]:
+            writer.writerow([report["month"], lic["license"], m["model"], m["images"], m["free_plan_images"],
+                             m["paid_plan_images"], m["overage_images"], lic["cap"], lic["fallbacks_taken"],
+                             peak["day"], peak["images"], report["checksum"]])
+    return buf.getvalue()

@@ -184,8 +184,11 @@ class Moderator:
     # -- screening ------------------------------------------------------------------------------
 
     async def screen(self, principal: Principal, req: GenerationRequest, spec: ModelSpec, *,
-                     endpoint: str) -> Screening:
-        """Admits the request's prompts or raises the refusal (after recording the incident)."""
+                     endpoint: str, extra: str = "") -> Screening:
+        """Admits the request's prompts or raises the refusal (after recording the incident).
+
+        ``extra`` is text the request brings besides its prompts (its LoRAs' names and trigger
+        words), checked as part of the prompt: what a LoRA is for counts like words asked for."""
         limit = self.settings.max_prompt_chars
         for param, text in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt or "")):
             if len(text) > limit:
@@ -194,7 +197,8 @@ class Moderator:
                                      code="prompt_too_long", param=param)
         max_rating = account_rating(principal.account.max_rating)
         started = time.perf_counter()
-        decision = self._policy.check(spec.revise_prompt(req.prompt), spec.revise_negative_prompt(req.negative_prompt),
+        prompt = spec.revise_prompt(req.prompt) + (f", {extra}" if extra else "")
+        decision = self._policy.check(prompt, spec.revise_negative_prompt(req.negative_prompt),
                                       nsfw_capable_model=spec.nsfw_capable, max_rating=max_rating)
         CHECK_SECONDS.observe(time.perf_counter() - started)
         if decision.allowed:
@@ -591,3 +595,13 @@ async def list_optouts(session: AsyncSession, *, include_deleted: bool, limit: i
                        ) -> tuple[Sequence[ArtistOptOut], int]:
     rows = await repo.list_optouts(session, include_deleted=include_deleted, limit=limit, offset=offset)
     return rows, await repo.optout_revision(session)
+
+
+async def review_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """Images waiting for a decision, and when the oldest of them was withheld."""
+    return await repo.review_backlog(session, "pending")
+
+
+async def reviews_of_job(session: AsyncSession, job_id: str) -> Sequence[ModerationReview]:
+    """Every review of the job's images, decided or not, oldest first."""
+    return await repo.reviews_of_job(session, job_id)

@@ -120,6 +120,13 @@ class Job(Base):
     license_overage: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The caller's own labels (up to 16 string pairs): returned on the job and its webhooks, filterable in listings.
     request_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)
+    # The LoRA set, canonical (sorted by name, weights resolved): [{"name", "weight", "text_encoder_weight"}].
+    loras: Mapped[list[dict[str, object]] | None] = mapped_column(JSON)
+    # img2img / inpainting (app.generation.image_inputs): the stored init image and mask (storage keys), strength
+    # and how to fit them; None for text-to-image.
+    inputs: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    # Hires. fix: {"base_width", "base_height", "denoise", "steps", "upscaler"}; width/height are the final size.
+    hires: Mapped[dict[str, object] | None] = mapped_column(JSON)
     # What the image files say about themselves (app.runtime.provenance): full | provenance_only | none,
     # copied from the key at enqueue.
     metadata_mode: Mapped[str] = mapped_column(String(16), default="full", server_default="full")

@@ -10,7 +10,7 @@ from app.accounts.models import Account, ApiKey, Plan
 # Limits where "more" is looser; a key override may only lower them. None = unlimited.
 NUMERIC_LIMITS = (
     "monthly_image_quota", "daily_image_quota", "requests_per_minute", "burst", "max_concurrent_jobs",
-    "max_queued_jobs", "max_width", "max_height", "max_steps", "max_n",
+    "max_queued_jobs", "max_width", "max_height", "max_steps", "max_n", "max_loras",
 )
 OVERRIDABLE = (*NUMERIC_LIMITS, "priority", "allowed_models")
 
@@ -27,6 +27,7 @@ class Limits:
     max_height: int
     max_steps: int
     max_n: int
+    max_loras: int | None
     priority: int
     allowed_models: tuple[str, ...] | None
 

@@ -56,6 +56,8 @@ async def erase(session: AsyncSession, job_id: str, now: datetime) -> list[str] 
     keys = list((await session.execute(
         select(JobOutput.storage_key).where(JobOutput.job_id == job_id).order_by(JobOutput.index)
     )).scalars().all())
+    # An img2img job's uploads (init image, mask) are the caller's pixels too.
+    keys += [str(job.inputs[k]) for k in ("init", "mask") if job.inputs and job.inputs.get(k)]
     job.prompt = job.negative_prompt = job.revised_prompt = job.revised_negative_prompt = ""
     job.request_user, job.request_metadata = None, None
     job.preview, job.preview_step = None, None

@@ -97,6 +97,10 @@ def write_demo_model(path: Path, seed: int = 0, *, family: str = "sdxl") -> None
     try:
         pipe = build_demo_pipeline(seed, family=family)
         pipe.save_pretrained(staging, safe_serialization=True)
+        if family == "sdxl":
+            from app.runtime.demo_lora import write_demo_lora
+
+            write_demo_lora(staging, pipe)
         marker = {"version": _FAMILY_VERSIONS[family], "family": family, "seed": seed}
         (staging / _MARKER).write_text(json.dumps(marker) + "\n")
         _move_into_place(staging, path, family)

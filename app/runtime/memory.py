@@ -65,11 +65,24 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def _component_folders(path: Path) -> list[Path]:
+    """The folders ``from_pretrained`` loads: the components model_index.json names (not, say, a LoRA
+    kept beside them); the whole folder when there is no index."""
+    index = path / "model_index.json"
+    try:
+        entries = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return [path]
+    return [path / name for name, value in sorted(entries.items())
+            if not name.startswith("_") and isinstance(value, list) and value and value[0] is not None]
+
+
 def _weight_files(path: Path) -> Iterator[Path]:
     if path.is_file():
         yield path
         return
-    for file in sorted(path.rglob("*.safetensors")):
+    files = (file for folder in _component_folders(path) for file in folder.rglob("*.safetensors"))
+    for file in sorted(files):
         # "model.fp16.safetensors" and friends are variants that from_pretrained skips
         # unless asked; counting them would double the estimate of hub-style folders.
         if "." not in file.name.removesuffix(".safetensors"):

@@ -7,8 +7,10 @@ progress, VAE decoding, OOM splitting and compilation are shared here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
+import hashlib
 import logging
 import math
 import tempfile
@@ -37,7 +39,9 @@ from app.runtime.single_file import checkpoint_keys
 from app.runtime.types import (
     GenerationCancelled,
     GenerationParams,
+    HiresPass,
     ImagePrompt,
+    LoraUse,
     PreviewHook,
     RuntimeModelError,
     StepCallback,
@@ -60,6 +64,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # torch.Generator.manual_seed accepts exactly this range.
+_DENOISERS = frozenset({"unet", "transformer"})
+# A1111's latent upscalers: (torch interpolation mode, antialias).
+_LATENT_UPSCALERS: Mapping[str, tuple[str, bool]] = MappingProxyType({
+    "Latent": ("bilinear", False), "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False), "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False), "Latent (nearest-exact)": ("nearest-exact", False),
+})
 _SEED_MIN = -(2**63)
 _SEED_MAX = 2**64 - 1
 _DTYPE_NAMES = ("float32", "bfloat16", "float16")
@@ -190,6 +201,9 @@ class LoadedModel:
         self.memory_bytes: int = module_bytes(pipeline)
         # With a compiled denoiser, every call is padded to one of these batch sizes.
         self.batch_buckets: tuple[int, ...] | None = tuple(sorted(set(batch_buckets))) if batch_buckets else None
+        # LoRAs loaded into this pipeline as adapters (name → adapter name, file): loaded on first use
+        # and kept, so switching sets is a set_adapters call, never a reload of the base model.
+        self._adapters: dict[str, tuple[str, str]] = {}
 
     @property
     def family(self) -> str:
@@ -259,10 +273,14 @@ class LoadedModel:
         import torch
 
         self.check(params, images)
+        self.use_loras(params.loras)
         count = len(images)
         batch = pad_to_bucket(images, self.batch_buckets) if self.batch_buckets else list(images)
         scheduler = make_scheduler(params.sampler, self._scheduler_config, family=self.family)
         pipe = self.adapter.pipeline_for_call(self._pipeline, scheduler)
+        inputs = _image_inputs(batch, params)
+        if inputs:
+            pipe = _image_pipeline(pipe, inpaint="mask_image" in inputs, model=self.spec.name)
         pipe.set_progress_bar_config(disable=True)
         generators = [torch.Generator(device=self.device).manual_seed(image.seed) for image in batch]
         reporter = _StepReporter(
@@ -279,10 +297,12 @@ class LoadedModel:
                 clip_skip=self.effective_clip_skip(params),
                 with_negatives=self.adapter.uses_negatives(pipe, params.guidance_scale),
             )
+            # SDXL's img2img pipeline takes its size from the init images and refuses width/height.
+            size = {} if inputs and "mask_image" not in inputs else {"width": params.width, "height": params.height}
             output = pipe(
                 **embeddings,
-                width=params.width,
-                height=params.height,
+                **inputs,
+                **size,
                 num_inference_steps=params.steps,
                 guidance_scale=params.guidance_scale,
                 generator=generators,
@@ -292,7 +312,90 @@ class LoadedModel:
                 # Already the default of every supported pipeline; named because previews read it.
                 callback_on_step_end_tensor_inputs=["latents"],
             )
-            return self._decode(pipe, output.images[:count])
+            latents = output.images
+            if params.hires is not None:
+                latents = self._hires_pass(pipe, params, params.hires, latents, embeddings, batch, on_step)
+            decoded = self._decode(pipe, latents[:count])
+        if "mask_image" in inputs:
+            from PIL import Image
+
+            # What A1111 does too: outside the mask the init image comes back as it was, not as the
+            # VAE's round trip of it.
+            decoded = [Image.composite(out, prompt.init_image, prompt.mask.convert("L"))
+                       for out, prompt in zip(decoded, images, strict=True)
+                       if prompt.init_image is not None and prompt.mask is not None]
+        return decoded
+
+    def _hires_pass(self, pipe: Any, params: GenerationParams, hires: HiresPass, latents: torch.Tensor,
+                    embeddings: Mapping[str, Any], batch: Sequence[ImagePrompt],
+                    on_step: StepCallback | None) -> torch.Tensor:
+        """Hires. fix's second pass: latents enlarged (A1111's latent upscalers), then img2img at ``denoise``
+        on the same components, prompt embeddings and seeds. Only cancellation is reported from it."""
+        import torch
+
+        mode, antialias = _LATENT_UPSCALERS[hires.upscaler]
+        factor = int(getattr(pipe, "vae_scale_factor", 8))
+        size = (hires.height // factor, hires.width // factor)
+        enlarged = torch.nn.functional.interpolate(latents.float(), size=size, mode=mode, antialias=antialias,
+                                                   **({"align_corners": False} if mode in ("bilinear", "bicubic")
+                                                      else {})).to(latents.dtype)
+        refine = _image_pipeline(pipe, inpaint=False, model=self.spec.name)
+
+        def still_wanted(_pipe: Any, _index: int, _timestep: Any, _tensors: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None and on_step(params.steps, params.steps) is False:
+                raise GenerationCancelled("cancelled during the hires pass")
+            return {}
+
+        generators = [torch.Generator(device=self.device).manual_seed(image.seed) for image in batch]
+        output = refine(**embeddings, image=enlarged, strength=hires.denoise, num_inference_steps=hires.steps,
+                        guidance_scale=params.guidance_scale, generator=generators, num_images_per_prompt=1,
+                        output_type="latent", callback_on_step_end=still_wanted)
+        result: torch.Tensor = output.images
+        return result
+
+    @property
+    def loaded_loras(self) -> list[str]:
+        return sorted(self._adapters)
+
+    def use_loras(self, loras: Sequence[LoraUse]) -> None:
+        """Makes exactly ``loras`` active, at their weights, loading any not loaded yet.
+
+        Adapters stay loaded (a few MB each) once used. A file that cannot be loaded raises
+        ``RuntimeModelError`` naming the LoRA, and leaves the pipeline as it was.
+        """
+        pipe = self._pipeline
+        if not loras:
+            if self._adapters:
+                pipe.disable_lora()
+            return
+        if not hasattr(pipe, "load_lora_weights"):
+            raise RuntimeModelError(f"model {self.spec.name!r}: family {self.family!r} takes no LoRAs here")
+        for lora in loras:
+            known = self._adapters.get(lora.name)
+            if known is not None and known[1] == lora.path:
+                continue
+            if known is not None:  # the operator pointed the name at another file: replace it
+                pipe.delete_adapters([known[0]])
+                del self._adapters[lora.name]
+            # peft keeps adapters in ModuleDicts, whose keys may not contain dots: a name of our own.
+            adapter = f"lora{len(self._adapters)}_{hashlib.sha1(lora.name.encode()).hexdigest()[:8]}"
+            try:
+                pipe.load_lora_weights(lora.path, adapter_name=adapter)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    pipe.delete_adapters([adapter])
+                raise RuntimeModelError(f"LoRA {lora.name!r} could not be loaded into model {self.spec.name!r}: "
+                                        f"{exc}") from exc
+            self._adapters[lora.name] = (adapter, lora.path)
+        placed = pipe.get_list_adapters()  # component → adapters it carries
+        names, weights = [], []
+        for lora in loras:
+            adapter = self._adapters[lora.name][0]
+            names.append(adapter)
+            weights.append({component: lora.weight if component in _DENOISERS else lora.text_encoder_weight
+                            for component, adapters in placed.items() if adapter in adapters})
+        pipe.enable_lora()
+        pipe.set_adapters(names, adapter_weights=weights)
 
     def generate_split(
         self,
@@ -411,6 +514,40 @@ class LoadedModel:
             clip_skip=self.effective_clip_skip(params),
             with_negatives=self.adapter.uses_negatives(pipe, params.guidance_scale),
         )
+
+
+def _image_inputs(images: Sequence[ImagePrompt], params: GenerationParams) -> dict[str, Any]:
+    """The pipeline arguments of an img2img or inpainting call; empty for text-to-image."""
+    if images[0].init_image is None:
+        return {}
+    if any(image.init_image is None or (image.mask is None) != (images[0].mask is None) for image in images):
+        raise ValueError("a call's images must all be img2img, or all inpainting, or none")
+    for image in images:
+        assert image.init_image is not None
+        if image.init_image.size != (params.width, params.height):
+            raise ValueError(f"init image is {image.init_image.size}, the call is {params.width}x{params.height}")
+        if image.mask is not None and image.mask.size != image.init_image.size:
+            raise ValueError("mask and init image differ in size")
+    inputs: dict[str, Any] = {"image": [image.init_image for image in images],
+                              "strength": params.strength if params.strength is not None else 0.75}
+    if images[0].mask is not None:
+        inputs["mask_image"] = [image.mask for image in images]
+    return inputs
+
+
+def _image_pipeline(pipe: Any, *, inpaint: bool, model: str) -> Any:
+    """The img2img or inpainting pipeline of the same family over the very same components (``from_pipe``:
+    no second copy of the weights, LoRA adapters included)."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    auto = AutoPipelineForInpainting if inpaint else AutoPipelineForImage2Image
+    try:
+        made = auto.from_pipe(pipe)
+    except ValueError as exc:
+        raise RuntimeModelError(f"model {model!r}: diffusers has no {'inpainting' if inpaint else 'img2img'} "
+                                f"pipeline for {type(pipe).__name__}") from exc
+    made.set_progress_bar_config(disable=True)
+    return made
 
 
 def _part_hook(hook: PreviewHook, positions: Sequence[int]) -> PreviewHook:

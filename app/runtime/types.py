@@ -11,6 +11,29 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """One LoRA applied to a pipeline call: its file and its weights on the denoiser and the text encoders
+    (A1111's ``<lora:name:te:unet>`` sets them apart; they are usually equal)."""
+
+    name: str
+    path: str
+    weight: float
+    text_encoder_weight: float
+
+
+@dataclass(frozen=True)
+class HiresPass:
+    """Hires. fix: after the first pass (at the call's width × height), latents are enlarged to
+    ``width`` × ``height`` with a latent ``upscaler`` and refined at ``denoise`` over ``steps``."""
+
+    width: int
+    height: int
+    denoise: float
+    steps: int
+    upscaler: str = "Latent"
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     """Everything shared by the images of one pipeline call: jobs batch together only when equal.
 
@@ -24,15 +47,23 @@ class GenerationParams:
     guidance_scale: float
     sampler: str
     clip_skip: int | None = None
+    # The LoRA set of the call, sorted by name: part of what makes jobs batch together.
+    loras: tuple[LoraUse, ...] = ()
+    # img2img / inpainting: how far from the init images to go (1 = all the way, as text-to-image).
+    strength: float | None = None
+    hires: HiresPass | None = None
 
 
 @dataclass(frozen=True)
 class ImagePrompt:
-    """One image of a pipeline call."""
+    """One image of a pipeline call; with ``init_image`` (already at the call's size) an img2img one,
+    with ``mask`` too (white = repaint, same size) an inpainting one. A call's images all have them or none."""
 
     prompt: str
     negative_prompt: str
     seed: int
+    init_image: Image.Image | None = None
+    mask: Image.Image | None = None
 
 
 # (completed_step, total_steps) -> return False to cancel the whole call.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, cast
 
 from app.queue.models import Job
 from app.runtime.encoding import a1111_parameters
 from app.runtime.provenance import ImageMetadata, Provenance, metadata_for
-from app.runtime.types import GenerationParams, ImagePrompt
+from app.runtime.types import GenerationParams, HiresPass, ImagePrompt, LoraUse
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -24,21 +28,54 @@ class Slot:
         return self.job.seed + self.index
 
 
-def plan_call(jobs: Sequence[Job]) -> tuple[GenerationParams, list[ImagePrompt], list[Slot]]:
-    """One pipeline call for all images of jobs that share a batch key."""
+# An img2img job's init image and mask (None: plain img2img), fitted to its size (app.worker.image_inputs).
+JobImages = tuple["Image.Image", "Image.Image | None"]
+
+
+def plan_call(jobs: Sequence[Job], lora_path: Callable[[str], str],
+              images: Mapping[str, JobImages] | None = None) -> tuple[GenerationParams, list[ImagePrompt], list[Slot]]:
+    """One pipeline call for all images of jobs that share a batch key (LoRA set and image inputs included).
+
+    ``lora_path`` names each LoRA's file on this worker; it raises ``RuntimeModelError`` for one this
+    worker does not have. ``images`` holds the loaded inputs of img2img jobs, by job id."""
     head = jobs[0]
-    params = GenerationParams(width=head.width, height=head.height, steps=head.steps,
-                              guidance_scale=head.guidance_scale, sampler=head.sampler, clip_skip=head.clip_skip)
+    loras = tuple(LoraUse(name=name, path=lora_path(name), weight=weight, text_encoder_weight=te_weight)
+                  for name, weight, te_weight in job_loras(head))
+    strength = float(cast(float, head.inputs["strength"])) if head.inputs else None
+    width, height, hires = head.width, head.height, None
+    if head.hires:
+        # The job's size is the final one; the first pass runs at the size asked for.
+        width, height = int(cast(int, head.hires["base_width"])), int(cast(int, head.hires["base_height"]))
+        hires = HiresPass(width=head.width, height=head.height, denoise=float(cast(float, head.hires["denoise"])),
+                          steps=int(cast(int, head.hires["steps"])), upscaler=str(head.hires["upscaler"]))
+    params = GenerationParams(width=width, height=height, steps=head.steps,
+                              guidance_scale=head.guidance_scale, sampler=head.sampler, clip_skip=head.clip_skip,
+                              loras=loras, strength=strength, hires=hires)
     slots = [Slot(job, i) for job in jobs for i in range(job.n)]
-    prompts = [ImagePrompt(prompt=s.job.revised_prompt, negative_prompt=s.job.revised_negative_prompt, seed=s.seed)
+    inputs = images or {}
+    prompts = [ImagePrompt(prompt=s.job.revised_prompt, negative_prompt=s.job.revised_negative_prompt, seed=s.seed,
+                           init_image=inputs[s.job.id][0] if s.job.id in inputs else None,
+                           mask=inputs[s.job.id][1] if s.job.id in inputs else None)
                for s in slots]
     return params, prompts, slots
+
+
+def job_loras(job: Job) -> list[tuple[str, float, float]]:
+    """The job's LoRA set as stored (``app.generation.loras``): (name, weight, text-encoder weight)."""
+    return [(str(x["name"]), float(cast(float, x["weight"])), float(cast(float, x["text_encoder_weight"])))
+            for x in job.loras or ()]
+
+
+def _lora_tags(job: Job) -> str:
+    # A1111 keeps <lora:…> tags in the prompt of its infotext; clients that read it back expect them there.
+    return "".join(f" <lora:{name}:{weight:g}>" if weight == te else f" <lora:{name}:{te:g}:{weight:g}>"
+                   for name, weight, te in job_loras(job))
 
 
 def infotext(slot: Slot) -> str:
     job = slot.job
     return a1111_parameters(
-        prompt=job.revised_prompt, negative_prompt=job.revised_negative_prompt, steps=job.steps,
+        prompt=job.revised_prompt + _lora_tags(job), negative_prompt=job.revised_negative_prompt, steps=job.steps,
         sampler=job.sampler, guidance_scale=job.guidance_scale, seed=slot.seed, width=job.width,
         height=job.height, model=job.model, clip_skip=job.clip_skip,
     )

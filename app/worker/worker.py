@@ -35,11 +35,12 @@ from sqlalchemy.exc import SQLAlchemyError
 import app.models  # noqa: F401  (a worker alone must still know every table its rows point to)
 from app.config import Settings
 from app.db import Database
+from app.generation.catalog import LoraCatalog
 from app.generation.schemas import OutputFormat
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
 from app.moderation.service import OutputReviewer, Verdict, record_withheld
-from app.observability.metrics import BATCH_IMAGES, IMAGES_GENERATED, JOBS_FINISHED, PIPELINE_SECONDS
+from app.observability.metrics import BATCH_IMAGES, IMAGES_GENERATED, JOBS_FINISHED, PIPELINE_SECONDS, QUEUE_WAIT
 from app.queue import lifecycle
 from app.queue import repository as queue
 from app.queue.models import Job, JobOutput, JobStatus, OutputStatus, Worker
@@ -61,6 +62,7 @@ from app.runtime.types import (
 from app.settlement import service as settlement
 from app.storage.base import ImageStore
 from app.webhooks.outbox import EventType, record_job_event
+from app.worker import image_inputs
 from app.worker.batch import Batch, BatchState, Slot, image_metadata, plan_call, storage_key
 from app.worker.recovery import recover_jobs
 from app.worker.state import WorkerState
@@ -163,6 +165,8 @@ class QueueWorker:
         self._batches: list[Batch] = []
         # Jobs of abandoned batches, given back (retried or failed) once the database answers.
         self._abandoned: set[str] = set()
+        # The LoRAs this worker can apply: re-read when a job names one it does not know.
+        self.loras = LoraCatalog(settings.lora_specs)
         # When this worker last ran the retention purge (monotonic); it runs at its own, slower pace.
         self._purged_at = -math.inf
         # Loaded at start-up: a configured classifier that cannot load stops the worker here,
@@ -371,6 +375,9 @@ class QueueWorker:
                 await publish_job_changed(session, job.id)
         for job in jobs:
             self.events.job_changed(job.id)
+            # After the commit: a claim that rolled back is claimed again later and observed then.
+            if job.attempts == 1:
+                QUEUE_WAIT.labels(job.model).observe(max(0.0, (now - job.created_at).total_seconds()))
         return jobs
 
     # -- one batch -------------------------------------------------------------------
@@ -381,7 +388,34 @@ class QueueWorker:
         Raises (after abandoning the batch) when its database work fails."""
         batch.advance(BatchState.GENERATING)
         jobs = batch.jobs
-        params, prompts, slots = plan_call(jobs)
+        try:
+            params, prompts, slots = plan_call(jobs, self.loras.path_of)
+        except RuntimeModelError as exc:  # a LoRA the API knows and this worker does not
+            await self._end_jobs(batch, jobs, JobStatus.FAILED, "lora_unavailable", str(exc))
+            return None
+        loaded: dict[str, image_inputs.Prepared] = {}
+        if any(job.inputs for job in jobs):
+            try:
+                loaded = {job.id: await asyncio.to_thread(image_inputs.load, job, self.store)
+                          for job in jobs if job.inputs}
+            except (RuntimeModelError, OSError, ValueError) as exc:  # gone from storage, or unreadable after all
+                await self._end_jobs(batch, jobs, JobStatus.FAILED, "input_unavailable",
+                                     f"The job's input image could not be read ({exc}); it was not charged.")
+                return None
+            # Uploaded images are screened like outputs, where the operator has a classifier: an init image the
+            # account's threshold would withhold ends its job (uncharged) before any generation.
+            with_inputs = [job for job in jobs if job.id in loaded]
+            verdicts = await self.reviewer.assess(with_inputs, [loaded[job.id].init for job in with_inputs])
+            refused = [job for job, verdict in zip(with_inputs, verdicts, strict=True)
+                       if verdict is not None and verdict.withhold]
+            if refused:
+                await self._end_jobs(batch, refused, JobStatus.FAILED, "content_policy_violation",
+                                     "The init image was refused by the content policy; it was not charged.")
+                jobs = [job for job in jobs if job not in refused]
+                if not jobs:
+                    return None
+            params, prompts, slots = plan_call(jobs, self.loras.path_of,
+                                               {job_id: (p.init, p.mask) for job_id, p in loaded.items()})
         monitor = _BatchMonitor([j.id for j in jobs], previews={
             index: (slot.job.id, slot.job.preview_every)
             for index, slot in enumerate(slots) if slot.index == 0 and slot.job.preview_every
@@ -434,7 +468,8 @@ class QueueWorker:
             return None
         batch.advance(BatchState.DELIVERING)
         kept = [(s, r) for s, r in zip(slots, results, strict=True) if s.job.id in moving]
-        images = [r for _, r in kept if isinstance(r, Image.Image)]
+        images = [loaded[s.job.id].finish(r) if s.job.id in loaded else r
+                  for s, r in kept if isinstance(r, Image.Image)]
         return self._deliver(batch, [s for s, _ in kept], images, elapsed)
 
     async def _end_jobs(self, batch: Batch, jobs: Sequence[Job], status: JobStatus, code: str, message: str) -> None:

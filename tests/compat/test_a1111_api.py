@@ -172,7 +172,7 @@ def test_scheduler_without_a_matching_variant_is_400(client, customer) -> None:
 
 
 @pytest.mark.parametrize(("field", "value"), [
-    ("enable_hr", True), ("tiling", True), ("restore_faces", True), ("styles", ["cinematic"]),
+    ("tiling", True), ("restore_faces", True), ("styles", ["cinematic"]),
     ("subseed_strength", 0.3), ("seed_resize_from_w", 768), ("script_name", "x/y/z plot"),
     ("refiner_checkpoint", "sdxl_refiner"), ("alwayson_scripts", {"ADetailer": {"args": [True, {}]}}),
 ])

@@ -182,3 +182,32 @@ def test_deleting_a_job_withdraws_its_pending_reviews(moderated, mclient) -> Non
     late = mclient.post(f"/admin/moderation/reviews/{review['id']}/approve", headers=auth(moderated.moderator_key))
     assert (late.status_code, late.json()["error"]["code"]) == (409, "review_already_decided")
     assert _ledger_rows(moderated, body["id"]) == 0
+
+
+def test_an_init_image_the_classifier_flags_ends_its_job_uncharged(moderated, mclient) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    cust = moderated.customer(mclient)  # threshold 0.8 < the fake classifier's 0.9: every image is flagged
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
+    r = mclient.post("/v1/generations", headers=cust.headers,
+                     json={"prompt": "a lighthouse", "steps": 2, "init_image": base64.b64encode(buffer.getvalue())
+                           .decode()})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    from moderation_deploy import eventually
+
+    eventually(lambda: mclient.get(f"/v1/generations/{job_id}", headers=cust.headers).json()["status"] == "failed",
+               timeout=60)
+    job = mclient.get(f"/v1/generations/{job_id}", headers=cust.headers).json()
+    assert job["error"]["code"] == "content_policy_violation" and job["usage"]["images"] == 0
+    assert _ledger_rows(moderated, job_id) == 0
+    # A lenient account's init image passes.
+    lenient = moderated.customer(mclient, review_threshold=1.0)
+    ok = mclient.post("/v1/images/generations", headers=lenient.headers,
+                      json={"prompt": "a lighthouse", "steps": 2, "response_format": "b64_json",
+                            "init_image": base64.b64encode(buffer.getvalue()).decode()})
+    assert ok.status_code == 200, ok.text
