@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Annotated
 
@@ -84,17 +82,6 @@ async def license_report(
         raise InvalidRequest("month must be YYYY-MM.", code="invalid_month", param="month")
     report = await service.report(session, month, utcnow())
     if accept and "text/csv" in accept:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["month", "license", "model", "images", "free_plan_images", "paid_plan_images",
-                         "overage_images", "cap", "fallbacks_taken", "peak_day", "peak_day_images", "checksum"])
-        for lic in report["licenses"]:
-            peak = lic["peak_day"] or {"day": "", "images": ""}
-            for m in lic["models"] or [{"model": "", "images": 0, "free_plan_images": 0, "paid_plan_images": 0,
-                                        "overage_images": 0}]:
-                writer.writerow([month, lic["license"], m["model"], m["images"], m["free_plan_images"],
-                                 m["paid_plan_images"], m["overage_images"], lic["cap"], lic["fallbacks_taken"],
-                                 peak["day"], peak["images"], report["checksum"]])
-        return Response(buf.getvalue(), media_type="text/csv",
+        return Response(service.report_csv(report), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="license-report-{month}.csv"'})
     return Response(json.dumps(report), media_type="application/json")
