@@ -11,6 +11,7 @@ import contextlib
 import copy
 import gc
 import hashlib
+import inspect
 import logging
 import math
 import tempfile
@@ -297,8 +298,10 @@ class LoadedModel:
                 clip_skip=self.effective_clip_skip(params),
                 with_negatives=self.adapter.uses_negatives(pipe, params.guidance_scale),
             )
-            # SDXL's img2img pipeline takes its size from the init images and refuses width/height.
-            size = {} if inputs and "mask_image" not in inputs else {"width": params.width, "height": params.height}
+            # SDXL's img2img pipeline takes its size from the init images and refuses width/height; SD3's takes
+            # them (and would otherwise resize the init images to its default size).
+            size = ({"width": params.width, "height": params.height}
+                    if "width" in inspect.signature(pipe.__call__).parameters else {})
             output = pipe(
                 **embeddings,
                 **inputs,

@@ -70,3 +70,18 @@ def test_inputs_of_the_wrong_size_are_refused_before_any_work(runtime_model: Loa
                                                               message: str) -> None:
     with pytest.raises(ValueError, match=message):
         runtime_model.generate(_params(), [prompt])
+
+
+def test_sd3_has_img2img_and_inpainting_and_auraflow_says_it_has_none(
+        runtime_family_models: dict[str, LoadedModel]) -> None:
+    from app.runtime.types import RuntimeModelError
+
+    sd3, init, mask = runtime_family_models["sd3"], _init(), _mask()
+    params = _params(sampler="Euler", strength=0.6)
+    [plain] = sd3.generate(params, [ImagePrompt("a pony", "", 5, init_image=init)])
+    [painted] = sd3.generate(params, [ImagePrompt("a pony", "", 5, init_image=init, mask=mask)])
+    assert plain.size == painted.size == (64, 64)
+    keep = np.asarray(mask) == 0
+    assert (_array(painted)[keep] == _array(init)[keep]).all()
+    with pytest.raises(RuntimeModelError, match="no img2img pipeline"):
+        runtime_family_models["auraflow"].generate(params, [ImagePrompt("a pony", "", 5, init_image=init)])
