@@ -163,8 +163,8 @@ def test_everything_the_dashboard_rules_and_autoscaler_query_is_exported(
     assert {n for n in queried if not n.startswith("ponyserve_")} == set()
     missing = {n for n in queried - GPU_NAMES if n not in api.sampled and not (n in EVENT_ONLY and n in api.declared)}
     assert missing == set(), "queried but not exported"
-    # A name listed as event-only that the traffic did produce should leave the list.
-    assert {n for n in EVENT_ONLY if n in api.sampled} == set()
+    # (Whether an event-only series has samples depends on which tests ran before in this process: the
+    # registry is process-wide, so only their declaration is asserted.)
 
 
 def test_exported_names_follow_the_conventions(live: LiveServer, client: httpx.Client) -> None:

@@ -51,14 +51,17 @@ def test_inpainting_keeps_every_pixel_outside_the_mask(runtime_model: LoadedMode
     assert np.abs(got[inside] - original[inside]).mean() > 5
 
 
-def test_img2img_with_a_lora_uses_the_same_adapters(runtime_model: LoadedModel, runtime_demo_dir) -> None:  # type: ignore[no-untyped-def]
+def test_img2img_with_a_lora_uses_the_same_adapters(runtime_demo_spec, runtime_demo_dir) -> None:  # type: ignore[no-untyped-def]
     from app.config import demo_lora_path
+    from app.runtime.pipelines import load_model
 
+    # A model of its own: adapters stay in a pipeline once loaded, and the session's model is compared
+    # weight for weight by other tests.
+    model = load_model(runtime_demo_spec, "cpu")
     lora = (LoraUse("demo-style", str(demo_lora_path(runtime_demo_dir)), 1.0, 1.0),)
     init = _init()
-    plain = runtime_model.generate(_params(strength=0.9), [ImagePrompt("a pony", "", 5, init_image=init)])
-    styled = runtime_model.generate(_params(strength=0.9, loras=lora), [ImagePrompt("a pony", "", 5, init_image=init)])
-    runtime_model.use_loras(())
+    plain = model.generate(_params(strength=0.9), [ImagePrompt("a pony", "", 5, init_image=init)])
+    styled = model.generate(_params(strength=0.9, loras=lora), [ImagePrompt("a pony", "", 5, init_image=init)])
     assert np.abs(_array(plain[0]) - _array(styled[0])).mean() > 2
 
 
