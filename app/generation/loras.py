@@ -24,7 +24,8 @@ class ResolvedLora:
 
     def stored(self) -> dict[str, object]:
         """What the job row keeps (``jobs.loras``) and the worker turns back into a ``LoraUse``."""
-        return {"name": self.spec.name, "weight": self.weight, "text_encoder_weight": self.text_encoder_weight}
+        return {"name": self.spec.name, "weight": self.weight, "text_encoder_weight": self.text_encoder_weight,
+                "license": self.spec.license}
 
 
 def resolve(requested: Sequence[LoraRequest] | None, spec: ModelSpec, catalog: LoraCatalog,

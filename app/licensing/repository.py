@@ -114,6 +114,19 @@ async def ledger_month(session: AsyncSession, start: datetime, end: datetime) ->
     return (await session.execute(stmt)).all()
 
 
+async def lora_ledger_month(session: AsyncSession, start: datetime, end: datetime) -> Sequence[Any]:
+    """Images per (job's LoRA set, paid plan?) for ledger rows counted in days [start, end): the LoRA set is
+    the job's as stored at enqueue (``jobs.loras``, each entry naming its licence)."""
+    stmt = (
+        select(Job.loras, UsageEntry.plan_paid, func.sum(UsageEntry.images).label("images"))
+        .join(Job, Job.id == UsageEntry.job_id)
+        .where(UsageEntry.usage_day >= start.date(), UsageEntry.usage_day < end.date(), Job.loras.is_not(None))
+        # By the job's key, not its JSON (Postgres has no equality on json): loras depends on the key.
+        .group_by(Job.id, UsageEntry.plan_paid)
+    )
+    return (await session.execute(stmt)).all()
+
+
 async def fallbacks_month(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
     """Jobs routed away from each licence's model to a fallback, by the licence they fell back from."""
     stmt = (select(Job.requested_license, func.count()).where(

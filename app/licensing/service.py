@@ -250,8 +250,9 @@ async def build_report(session: AsyncSession, month: str) -> dict[str, Any]:
             m["overage_images"] += images
         entry["daily"][str(row.day)] += images
     fallbacks = await repo.fallbacks_month(session, start, end)
+    loras = await _lora_use(session, start, end)
     licenses = []
-    for lic in sorted(set(per_license) | set(fallbacks) | set(await repo.license_ids(session))):
+    for lic in sorted(set(per_license) | set(fallbacks) | set(loras) | set(await repo.license_ids(session))):
         entry = per_license.get(lic, {"models": {}, "daily": {}})
         terms = await repo.current_version(session, lic, end - timedelta(microseconds=1))
         models = [{"model": name, **vals} for name, vals in sorted(entry["models"].items())]
@@ -271,8 +272,25 @@ async def build_report(session: AsyncSession, month: str) -> dict[str, Any]:
             "daily": daily,
             "peak_day": {"day": peak[0], "images": peak[1]} if peak else None,
             "models": models,
+            # Images made with a LoRA under this licence (also counted under their model's licence above).
+            "loras": [{"lora": name, **vals} for name, vals in sorted(loras.get(lic, {}).items())],
         })
     return {"month": month, "licenses": licenses}
+
+
+async def _lora_use(session: AsyncSession, start: datetime, end: datetime) -> dict[str, dict[str, dict[str, int]]]:
+    """licence → LoRA → images, free- and paid-plan images, for the month."""
+    use: dict[str, dict[str, dict[str, int]]] = defaultdict(dict)
+    for row in await repo.lora_ledger_month(session, start, end):
+        for lora in row.loras or ():
+            lic = lora.get("license")
+            if not lic:
+                continue
+            entry = use[str(lic)].setdefault(str(lora["name"]), {"images": 0, "free_plan_images": 0,
+                                                                 "paid_plan_images": 0})
+            entry["images"] += int(row.images)
+            entry["paid_plan_images" if row.plan_paid else "free_plan_images"] += int(row.images)
+    return use
 
 
 async def report(session: AsyncSession, month: str, now: datetime) -> dict[str, Any]:

@@ -54,8 +54,8 @@ def test_a_job_stores_its_set_sorted_with_resolved_weights() -> None:
     principal, spec = _principal(), demo_model_spec(Path("/models/demo"))
     req = GenerationRequest.model_validate({"prompt": "p", "loras": [{"name": "b"}, {"name": "a", "weight": -1}]})
     job = build_job(principal, req, spec, plan_limits(principal.plan), loras=resolve(req.loras, spec, CATALOG, 4))
-    assert job.loras == [{"name": "a", "weight": -1.0, "text_encoder_weight": -1.0},
-                         {"name": "b", "weight": 0.7, "text_encoder_weight": 0.7}]
+    assert job.loras == [{"name": "a", "weight": -1.0, "text_encoder_weight": -1.0, "license": None},
+                         {"name": "b", "weight": 0.7, "text_encoder_weight": 0.7, "license": None}]
 
 
 @pytest.mark.parametrize("prompt, text, loras", [

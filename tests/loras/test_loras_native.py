@@ -101,3 +101,21 @@ def test_without_a_models_file_the_demo_lora_is_served(client: httpx.Client, cus
     assert [(x["id"], x["trigger_words"]) for x in listed] == [("demo-style", ["demostyle"])]
     r = _generate(client, customer.headers, loras=[{"name": "demo-style", "weight": 0.8}])
     assert r.status_code == 200, r.text
+
+
+def test_lora_use_is_reported_under_each_loras_licence(lora_deploy: LoraDeployment, lclient: httpx.Client) -> None:
+    from datetime import UTC, datetime
+
+    me = new_customer(lclient, lora_deploy.admin_key)
+    for loras in ([{"name": "demo-style"}], [{"name": "hobby-only"}, {"name": "demo-style", "weight": 0.5}]):
+        r = _generate(lclient, me.headers, n=2, loras=loras)
+        assert r.status_code == 200, r.text
+    month = datetime.now(UTC).strftime("%Y-%m")
+    report = lclient.get("/admin/licenses/report", params={"month": month},
+                         headers={"Authorization": f"Bearer {lora_deploy.admin_key}"})
+    assert report.status_code == 200, report.text
+    by_license = {lic["license"]: lic for lic in report.json()["licenses"]}
+    demo_style = next(x for x in by_license["open"]["loras"] if x["lora"] == "demo-style")
+    assert demo_style["images"] >= 4 and demo_style["free_plan_images"] >= 4
+    [hobby] = by_license["no-resale"]["loras"]
+    assert hobby["lora"] == "hobby-only" and hobby["images"] >= 2 and hobby["paid_plan_images"] == 0
