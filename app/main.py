@@ -117,7 +117,7 @@ def _install_offline_docs(app: FastAPI) -> None:
                               redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False)
 
 
-# The body limit of routes that carry an uploaded image: app.runtime.uploads' limit in base64, and some room.
+# The body limit of routes that carry an uploaded image: app.generation.uploads' limit in base64, and some room.
 IMAGE_BODY_BYTES = 32 * 1024 * 1024
 
 def create_app(settings: Settings | None = None, *, embedded_worker: bool = True) -> FastAPI:

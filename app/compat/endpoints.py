@@ -31,7 +31,7 @@ from app.context import ContextDep
 from app.db import SessionDep
 from app.errors import COMMON_ERROR_RESPONSES, SYNC_GENERATION_ERROR_RESPONSES, ErrorResponse, ServiceUnavailable
 from app.generation.endpoints import IdempotencyKeyHeader
-from app.runtime.uploads import decode_base64_image
+from app.generation.uploads import decode_base64_image
 
 log = logging.getLogger("ponyserve.compat")
 router = APIRouter(prefix="/sdapi/v1", tags=["a1111-compat"], responses=COMMON_ERROR_RESPONSES)

@@ -42,13 +42,13 @@ from app.generation.schemas import (
     ModelList,
     ModelOut,
 )
+from app.generation.uploads import MAX_UPLOAD_BYTES
 from app.kit.clock import utcnow
 from app.licensing import service as licensing
 from app.queue.models import JobStatus
 from app.quotas.limits import effective_limits
 from app.runtime.encoding import MEDIA_TYPES
 from app.runtime.samplers import samplers_for_family
-from app.runtime.uploads import MAX_UPLOAD_BYTES
 
 router = APIRouter(tags=["generation"], responses=COMMON_ERROR_RESPONSES)
 

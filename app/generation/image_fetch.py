@@ -12,7 +12,7 @@ from __future__ import annotations
 import httpx
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.runtime.uploads import MAX_UPLOAD_BYTES
+from app.generation.uploads import MAX_UPLOAD_BYTES
 from app.webhooks.targets import TargetRefused, resolve
 
 USER_AGENT = "ponyserve-image-fetch/1.0"

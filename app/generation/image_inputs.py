@@ -18,9 +18,9 @@ from app.config import ModelSpec, Settings
 from app.errors import InvalidRequest
 from app.generation import image_fetch
 from app.generation.schemas import GenerationRequest
+from app.generation.uploads import Upload, decode_base64_image, inspect_image
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
-from app.runtime.uploads import Upload, decode_base64_image, inspect_image
 from app.storage.base import ImageStore
 
 # Families whose diffusers pipelines have img2img and inpainting variants (AutoPipelineFor*.from_pipe).

@@ -23,7 +23,7 @@ _METADATA_DOC = (f"Your own labels for this job: up to {MAX_METADATA_PAIRS} stri
 
 
 MAX_LORAS_PER_REQUEST = 16
-# A base64 image field: app.runtime.uploads' 24 MiB limit, in base64, with room for a data: URL prefix.
+# A base64 image field: app.generation.uploads' 24 MiB limit, in base64, with room for a data: URL prefix.
 MAX_IMAGE_FIELD_CHARS = 33 * 1024 * 1024
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageFilter, ImageOps
 
+from app.generation.uploads import ALLOWED_FORMATS, MAX_UPLOAD_PIXELS
 from app.queue.models import Job
 from app.runtime.types import RuntimeModelError
-from app.runtime.uploads import ALLOWED_FORMATS, MAX_UPLOAD_PIXELS
 from app.storage.base import ImageStore
 
 

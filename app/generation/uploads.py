@@ -1,4 +1,4 @@
-"""Images callers send us (png-info today; img2img inputs next), decoded defensively.
+"""Images callers send us (img2img and inpainting inputs, png-info), checked defensively.
 
 An upload is attacker-controlled bytes handed to an image decoder, so the checks come in the
 order that bounds the work: the encoded size before base64 decoding, the container format from
