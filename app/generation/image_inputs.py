@@ -21,6 +21,7 @@ from app.generation.schemas import GenerationRequest
 from app.generation.uploads import Upload, decode_base64_image, inspect_image
 from app.kit.clock import utcnow
 from app.kit.ids import new_id
+from app.queue.models import input_storage_keys
 from app.storage.base import ImageStore
 
 # Families whose diffusers pipelines have img2img and inpainting variants (AutoPipelineFor*.from_pipe).
@@ -117,16 +118,9 @@ async def store(store_: ImageStore, inputs: CheckedInputs, req: GenerationReques
     return stored
 
 
-def keys(inputs: dict[str, object] | None) -> list[str]:
-    """The storage keys a job's inputs occupy (for deletion)."""
-    if not inputs:
-        return []
-    return [str(inputs[k]) for k in ("init", "mask") if inputs.get(k)]
-
-
 async def discard(store_: ImageStore, stored: dict[str, object] | None) -> None:
     """Removes uploads of a request that was then refused: nothing of it stays behind."""
-    for key in keys(stored):
+    for key in input_storage_keys(stored):
         await asyncio.to_thread(store_.delete, key)
 
 

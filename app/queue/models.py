@@ -142,6 +142,13 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+def input_storage_keys(inputs: dict[str, object] | None) -> list[str]:
+    """The storage keys an img2img job's uploads occupy (``Job.inputs``: init image, mask)."""
+    if not inputs:
+        return []
+    return [str(inputs[k]) for k in ("init", "mask") if inputs.get(k)]
+
+
 class JobOutput(Base):
     """One generated image."""
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import ServiceUnavailable
 from app.moderation.models import ModerationReview
-from app.queue.models import Job, JobOutput, JobStatus
+from app.queue.models import Job, JobOutput, JobStatus, input_storage_keys
 from app.settlement import service as settlement
 from app.storage.base import ImageStore
 from app.webhooks.outbox import forget_job
@@ -57,7 +57,7 @@ async def erase(session: AsyncSession, job_id: str, now: datetime) -> list[str] 
         select(JobOutput.storage_key).where(JobOutput.job_id == job_id).order_by(JobOutput.index)
     )).scalars().all())
     # An img2img job's uploads (init image, mask) are the caller's pixels too.
-    keys += [str(job.inputs[k]) for k in ("init", "mask") if job.inputs and job.inputs.get(k)]
+    keys += input_storage_keys(job.inputs)
     job.prompt = job.negative_prompt = job.revised_prompt = job.revised_negative_prompt = ""
     job.request_user, job.request_metadata = None, None
     job.preview, job.preview_step = None, None
